@@ -1,0 +1,122 @@
+"""The ``DJWEBHOOKS`` setting: every key, its default, and how it is read.
+
+This is the only module that reads ``django.conf.settings`` for dj-webhooks. Values are
+read when used, never at import time, so ``override_settings`` works everywhere.
+"""
+
+import re
+from numbers import Real
+
+from django.conf import settings as django_settings
+
+from djwebhooks.exceptions import WebhookImproperlyConfigured
+
+#: Every key of ``DJWEBHOOKS`` with its default. ``docs/settings.rst`` documents each one,
+#: and a test keeps the two in step.
+DEFAULTS = {
+    # Event names a hook may send: a list of names, or a dict of name -> description.
+    "EVENTS": {},
+    # Dotted path of the class that decides when and where deliveries are sent.
+    "BACKEND": "djwebhooks.backends.inline.InlineBackend",
+    # Seconds to wait for the TCP (and TLS) connection to the receiver.
+    "CONNECT_TIMEOUT": 5.0,
+    # Seconds to wait for the receiver between bytes of its response.
+    "READ_TIMEOUT": 15.0,
+    # How many bytes of a response body are read, and stored on the attempt.
+    "RESPONSE_BODY_LIMIT": 4096,
+    # The User-Agent header; None means "dj-webhooks/<version>".
+    "USER_AGENT": None,
+    # Attribute of the owner sent as the envelope's "owner"; None means the user model's
+    # USERNAME_FIELD, False leaves "owner" out of the envelope.
+    "OWNER_FIELD": None,
+}
+
+EVENT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
+EVENT_NAME_HELP = (
+    "1 to 128 characters: letters, digits, '_', '.', ':' or '-', not starting with "
+    "punctuation other than '_'"
+)
+
+
+def user_settings():
+    """Return the ``DJWEBHOOKS`` dict from Django's settings (``{}`` when unset)."""
+    value = getattr(django_settings, "DJWEBHOOKS", None)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WebhookImproperlyConfigured(
+            f"settings.DJWEBHOOKS must be a dict, got {type(value).__name__}."
+        )
+    return value
+
+
+def get_setting(key):
+    """Return ``DJWEBHOOKS[key]``, or its default."""
+    if key not in DEFAULTS:
+        raise KeyError(f"{key!r} is not a dj-webhooks setting")
+    return user_settings().get(key, DEFAULTS[key])
+
+
+def get_events():
+    """Return the declared events as a dict of name -> description."""
+    events = get_setting("EVENTS")
+    if isinstance(events, dict):
+        return events
+    if isinstance(events, (list, tuple, set, frozenset)):
+        return dict.fromkeys(events, "")
+    raise WebhookImproperlyConfigured(
+        "DJWEBHOOKS['EVENTS'] must be a list of event names or a dict of "
+        f"name -> description, got {type(events).__name__}."
+    )
+
+
+def get_timeouts():
+    """Return ``(connect, read)`` timeouts in seconds, as requests expects them."""
+    return (float(get_setting("CONNECT_TIMEOUT")), float(get_setting("READ_TIMEOUT")))
+
+
+def get_user_agent():
+    """Return the User-Agent header sent with every delivery."""
+    from djwebhooks import __version__
+
+    return get_setting("USER_AGENT") or f"dj-webhooks/{__version__}"
+
+
+def settings_problems():
+    """Yield ``(key, message)`` for every unknown key or bad value in ``DJWEBHOOKS``.
+
+    Used by the system checks; kept here so the rules live next to the defaults.
+    """
+    raw = getattr(django_settings, "DJWEBHOOKS", None)
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        yield None, f"settings.DJWEBHOOKS must be a dict, got {type(raw).__name__}."
+        return
+    for key in raw:
+        if key not in DEFAULTS:
+            yield key, f"Unknown key {key!r} in settings.DJWEBHOOKS."
+    for key in ("CONNECT_TIMEOUT", "READ_TIMEOUT"):
+        value = raw.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, Real) or value <= 0:
+            yield key, f"DJWEBHOOKS[{key!r}] must be a positive number of seconds, got {value!r}."
+    limit = raw.get("RESPONSE_BODY_LIMIT", DEFAULTS["RESPONSE_BODY_LIMIT"])
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        yield (
+            "RESPONSE_BODY_LIMIT",
+            f"DJWEBHOOKS['RESPONSE_BODY_LIMIT'] must be a whole number of bytes >= 0, "
+            f"got {limit!r}.",
+        )
+    for key in ("BACKEND",):
+        value = raw.get(key, DEFAULTS[key])
+        if not isinstance(value, str) or not value:
+            yield key, f"DJWEBHOOKS[{key!r}] must be a dotted import path, got {value!r}."
+    user_agent = raw.get("USER_AGENT")
+    if user_agent is not None and (not isinstance(user_agent, str) or "\n" in user_agent):
+        yield "USER_AGENT", "DJWEBHOOKS['USER_AGENT'] must be a one-line string or None."
+    owner_field = raw.get("OWNER_FIELD")
+    if owner_field not in (None, False) and not isinstance(owner_field, str):
+        yield "OWNER_FIELD", (
+            "DJWEBHOOKS['OWNER_FIELD'] must be an attribute name, None or False, "
+            f"got {owner_field!r}."
+        )

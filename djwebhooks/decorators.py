@@ -1,0 +1,76 @@
+"""``@hook``: turn a function that returns a payload into one that sends it.
+
+::
+
+    @hook(event="project.update")
+    def send_project_update(project, owner, identifier=""):
+        return {"title": project.title}
+
+    deliveries = send_project_update(project, owner=request.user, identifier="acme")
+"""
+
+import uuid
+from functools import partial
+
+import wrapt
+
+from djwebhooks.exceptions import SenderNotCallable
+from djwebhooks.senders.orm import orm_callable
+
+#: Every ``(event, function)`` decorated with a ``dkwargs["event"]``, for the system checks.
+registry = []
+
+
+def basic_hash_function():
+    """Return a new message id: ``msg_`` and a random UUID in hex."""
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def base_hook(sender_callable, hash_function, **dkwargs):
+    """Return a decorator that sends what the decorated function returns.
+
+    ``sender_callable(wrapped, dkwargs, hash_value, *args, **kwargs)`` does the sending;
+    ``hash_function()`` makes the message id for each call (or is None).
+    """
+    if not callable(sender_callable):
+        raise SenderNotCallable(sender_callable)
+    if hash_function is not None and not callable(hash_function):
+        raise TypeError(f"hash_function must be callable or None, got {hash_function!r}.")
+    event = dkwargs.get("event")
+    if event is not None and not isinstance(event, str):
+        raise TypeError(
+            f"The event given to the hook decorator must be a string, got {event!r}."
+        )
+
+    @wrapt.decorator
+    def wrapper(wrapped, instance, args, kwargs):
+        hash_value = hash_function() if hash_function is not None else None
+        return sender_callable(wrapped, dkwargs, hash_value, *args, **kwargs)
+
+    def decorate(function):
+        if event is not None:
+            registry.append((event, function))
+        return wrapper(function)
+
+    return decorate
+
+
+class HookFactory(partial):
+    """A ``partial`` of ``base_hook`` that explains a bare ``@hook`` or a missing event."""
+
+    def __call__(self, *args, **kwargs):
+        if args:
+            raise TypeError(
+                "hook takes keyword arguments only: write @hook(event='project.update'), "
+                "not @hook or @hook('project.update')."
+            )
+        if "event" not in kwargs:
+            raise TypeError("hook requires an event: write @hook(event='project.update').")
+        return super().__call__(**kwargs)
+
+
+#: The ORM hook: resolves ``WebhookTarget`` rows and records a ``Delivery`` for each.
+hook = HookFactory(base_hook, sender_callable=orm_callable, hash_function=basic_hash_function)
+
+#: The same as ``hook``, under the name of the original ``webhooks`` package.
+webhook = hook

@@ -1,0 +1,79 @@
+"""Exceptions raised by dj-webhooks.
+
+::
+
+    WebhookError
+     ├── WebhookImproperlyConfigured   (also django.core.exceptions.ImproperlyConfigured)
+     ├── SenderNotCallable             (also TypeError)
+     ├── UnknownEventError             (also ValueError)
+     ├── OwnerError                    (also TypeError)
+     ├── PayloadError                  (also TypeError)
+     ├── SignatureVerificationError    (also django.core.exceptions.SuspiciousOperation)
+     └── DeliveryError                 a request that did not produce a response
+          ├── DeliveryTimeout
+          └── DeliveryConnectionError
+
+Errors in how the app is configured or called are raised in the caller's stack.
+A receiver's failure never is: it is recorded as a ``DeliveryAttempt``.
+"""
+
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+
+
+class WebhookError(Exception):
+    """Base class of every exception raised by dj-webhooks."""
+
+
+class WebhookImproperlyConfigured(WebhookError, ImproperlyConfigured):
+    """A ``DJWEBHOOKS`` setting is missing or wrong; the message names the key."""
+
+
+class SenderNotCallable(WebhookError, TypeError):
+    """``base_hook`` was given a ``sender_callable`` that cannot be called."""
+
+    def __init__(self, sender_callable):
+        super().__init__(
+            f"sender_callable must be callable, got {sender_callable!r} "
+            f"({type(sender_callable).__name__})."
+        )
+        self.sender_callable = sender_callable
+
+
+class UnknownEventError(WebhookError, ValueError):
+    """An event name that is not declared in ``DJWEBHOOKS["EVENTS"]``."""
+
+    def __init__(self, event, declared):
+        shown = ", ".join(sorted(declared)[:20]) or "none"
+        super().__init__(
+            f"Event {event!r} is not declared. Add it to DJWEBHOOKS['EVENTS'] in your "
+            f"settings (declared events: {shown})."
+        )
+        self.event = event
+
+
+class OwnerError(WebhookError, TypeError):
+    """A webhook was sent without a usable ``owner``."""
+
+
+class PayloadError(WebhookError, TypeError):
+    """The payload is not a dict, or holds a value that JSON cannot represent."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
+
+
+class SignatureVerificationError(WebhookError, SuspiciousOperation):
+    """A received webhook's signature or timestamp did not verify."""
+
+
+class DeliveryError(WebhookError):
+    """The HTTP request for a delivery did not produce a response."""
+
+
+class DeliveryTimeout(DeliveryError):
+    """Connecting to, or reading from, the receiver took longer than allowed."""
+
+
+class DeliveryConnectionError(DeliveryError):
+    """The receiver could not be reached (DNS, refused connection, TLS...)."""

@@ -1,0 +1,134 @@
+"""``manage.py webhooks_replay``: send failed deliveries again."""
+
+import re
+from datetime import datetime, time, timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from djwebhooks.delivery import replay
+from djwebhooks.models import Delivery
+
+DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+BATCH = 100
+
+
+def parse_since(value, now=None):
+    """Return the moment ``value`` names: a duration ago (``2h``, ``3d``) or a date/time."""
+    now = now or timezone.now()
+    match = DURATION_RE.match(value)
+    if match:
+        return now - timedelta(**{UNITS[match[2]]: int(match[1])})
+    moment = parse_datetime(value)
+    if moment is None:
+        day = parse_date(value)
+        if day is not None:
+            moment = datetime.combine(day, time.min)
+    if moment is None:
+        raise CommandError(
+            f"--since {value!r} is neither a duration (30m, 2h, 3d, 1w) nor a date/time "
+            "(2026-11-28 or 2026-11-28T09:00)."
+        )
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment)
+    return moment
+
+
+class Command(BaseCommand):
+    help = (
+        "Send failed webhook deliveries again. Each replay is a new attempt on the same "
+        "delivery, with the same webhook-id."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--since", help="Only deliveries created since then: a duration "
+                            "(30m, 2h, 3d, 1w) or a date/time.")
+        parser.add_argument("--event", help="Only this event.")
+        parser.add_argument("--target", type=int, help="Only this WebhookTarget id.")
+        parser.add_argument("--owner", help="Only targets of the user with this username.")
+        parser.add_argument("--limit", type=int, help="Replay at most this many deliveries.")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="List what would be replayed, and send nothing.")
+
+    def handle(self, *args, since=None, event=None, target=None, owner=None, limit=None,
+               dry_run=False, verbosity=1, **options):
+        deliveries = Delivery.objects.failed().select_related("webhook_target")
+        if since:
+            deliveries = deliveries.filter(created__gte=parse_since(since))
+        if event:
+            deliveries = deliveries.filter(event=event)
+        if target is not None:
+            deliveries = deliveries.filter(webhook_target_id=target)
+        if owner:
+            user_model = get_user_model()
+            lookup = {user_model.USERNAME_FIELD: owner}
+            if not user_model._default_manager.filter(**lookup).exists():
+                raise CommandError(f"--owner: no user with {user_model.USERNAME_FIELD} "
+                                   f"{owner!r}.")
+            deliveries = deliveries.filter(
+                **{f"webhook_target__owner__{user_model.USERNAME_FIELD}": owner}
+            )
+        if limit is not None and limit < 1:
+            raise CommandError("--limit must be a positive number.")
+        deliveries = deliveries.order_by("created", "pk")
+        ids = list(deliveries.values_list("pk", flat=True)[:limit])
+        if not ids:
+            self.stdout.write("No failed deliveries match; nothing to replay.")
+            return
+        if dry_run:
+            for delivery in Delivery.objects.filter(pk__in=ids).select_related(
+                "webhook_target"
+            ).order_by("created", "pk"):
+                self.stdout.write(
+                    f"would replay {delivery.pk} {delivery.hash_value} {delivery.event} "
+                    f"→ {delivery.webhook_target.target_url} (attempts so far: "
+                    f"{delivery.attempt})"
+                )
+            self.stdout.write(f"Dry run: {len(ids)} deliveries would be replayed.")
+            return
+        progress = Progress(len(ids), self.stderr, enabled=verbosity > 0)
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            replay(chunk)
+            progress.advance(len(chunk))
+        progress.finish()
+        if verbosity > 1:
+            for delivery in Delivery.objects.filter(pk__in=ids).order_by("created", "pk"):
+                self.stdout.write(f"{delivery.pk} {delivery.hash_value} {delivery.event}: "
+                                  f"{delivery.status} after {delivery.attempt} attempts")
+        counts = dict.fromkeys(Delivery.Status.values, 0)
+        for status in Delivery.objects.filter(pk__in=ids).values_list("status", flat=True):
+            counts[status] += 1
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Replayed {len(ids)} deliveries: {counts['succeeded']} succeeded, "
+                f"{counts['failed']} failed, {counts['pending']} pending."
+            )
+        )
+
+
+class Progress:
+    """A progress bar for long runs: redrawn in place on a terminal, a line per step elsewhere."""
+
+    def __init__(self, total, stream, enabled=True, width=30, threshold=BATCH):
+        self.total, self.done, self.stream, self.width = total, 0, stream, width
+        self.enabled = enabled and total > threshold
+        self.tty = stream.isatty()
+
+    def advance(self, count):
+        self.done += count
+        if self.enabled:
+            filled = self.width * self.done // self.total
+            line = f"[{'#' * filled}{'-' * (self.width - filled)}] {self.done}/{self.total}"
+            if self.tty:
+                self.stream.write("\r" + line, ending="")
+                self.stream.flush()
+            else:
+                self.stream.write(line)
+
+    def finish(self):
+        if self.enabled and self.tty:
+            self.stream.write("")

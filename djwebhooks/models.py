@@ -1,0 +1,182 @@
+"""Who subscribed to what (``WebhookTarget``), each message (``Delivery``), each try
+(``DeliveryAttempt``)."""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from model_utils.models import TimeStampedModel
+
+from djwebhooks import conf
+from djwebhooks.senders.base import FORM, JSON
+from djwebhooks.signing import generate_secret
+
+def validate_event_name(value):
+    """Raise ``ValidationError`` unless ``value`` is a declared event."""
+    declared = conf.get_events()
+    if value not in declared:
+        raise ValidationError(
+            _("%(event)s is not a declared event. Choose one of: %(declared)s."),
+            code="unknown_event",
+            params={"event": value, "declared": ", ".join(sorted(declared)) or _("none")},
+        )
+
+
+class WebhookTarget(TimeStampedModel):
+    """A URL that an owner wants called when ``event`` happens (for ``identifier``)."""
+
+    CONTENT_TYPE_CHOICES = [
+        (JSON, _("JSON (application/json)")),
+        (FORM, _("Form (application/x-www-form-urlencoded, one 'payload' field)")),
+    ]
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="webhook_targets",
+        verbose_name=_("owner"),
+    )
+    # Not ``choices``: declared events live in settings and may change without a migration.
+    event = models.CharField(_("event"), max_length=128, db_index=True)
+    identifier = models.CharField(
+        _("identifier"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("Narrows the subscription, e.g. to one project. Blank matches calls "
+                    "made without an identifier."),
+    )
+    target_url = models.URLField(_("target URL"), max_length=2048)
+    header_content_type = models.CharField(
+        _("content type"), max_length=64, choices=CONTENT_TYPE_CHOICES, default=JSON
+    )
+    secret = models.CharField(
+        _("signing secret"),
+        max_length=128,
+        default=generate_secret,
+        help_text=_("Standard Webhooks secret (whsec_...) used to sign every request."),
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("webhook target")
+        verbose_name_plural = _("webhook targets")
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "event", "identifier", "target_url"],
+                name="djwebhooks_unique_target",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["event", "owner", "identifier"], name="djwebhooks_target_lookup")
+        ]
+
+    def __str__(self):
+        return f"{self.event} → {self.target_url}"
+
+    def clean(self):
+        super().clean()
+        if self.event:
+            try:
+                validate_event_name(self.event)
+            except ValidationError as exc:
+                raise ValidationError({"event": exc}) from None
+
+    @property
+    def masked_secret(self):
+        """The secret with all but its prefix and last four characters hidden."""
+        if not self.secret:
+            return ""
+        return f"{self.secret[:6]}…{self.secret[-4:]}"
+
+
+class DeliveryQuerySet(models.QuerySet):
+    """Queries over the delivery log."""
+
+    def failed(self):
+        """Deliveries that ended in failure."""
+        return self.filter(status=Delivery.Status.FAILED)
+
+    def pending(self):
+        """Deliveries still waiting for an attempt."""
+        return self.filter(status=Delivery.Status.PENDING)
+
+
+class Delivery(TimeStampedModel):
+    """One message to one target, with its status after the latest attempt."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        SUCCEEDED = "succeeded", _("succeeded")
+        FAILED = "failed", _("failed")
+
+    webhook_target = models.ForeignKey(
+        WebhookTarget,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        verbose_name=_("webhook target"),
+    )
+    event = models.CharField(_("event"), max_length=128, db_index=True)
+    payload = models.JSONField(_("payload"), default=dict)
+    hash_value = models.CharField(
+        _("message id"),
+        max_length=64,
+        db_index=True,
+        help_text=_("Sent as the webhook-id header; the same on every attempt and replay."),
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    attempt = models.PositiveIntegerField(_("attempts made"), default=0)
+    success = models.BooleanField(_("success"), default=False)
+    response_status = models.PositiveSmallIntegerField(_("last response status"), null=True,
+                                                       blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hash_value", "webhook_target"], name="djwebhooks_unique_message_target"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.event} {self.hash_value} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP request made for a delivery, and what came of it."""
+
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempts", verbose_name=_("delivery")
+    )
+    attempt = models.PositiveIntegerField(_("attempt"))
+    success = models.BooleanField(_("success"), default=False)
+    response_status = models.PositiveSmallIntegerField(_("response status"), null=True,
+                                                       blank=True)
+    response_message = models.TextField(_("response body (start)"), blank=True, default="")
+    response_content_type = models.CharField(_("response content type"), max_length=255,
+                                             blank=True, default="")
+    error = models.TextField(_("error"), blank=True, default="")
+    duration = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    notification = models.CharField(_("notification"), max_length=255, blank=True, default="")
+    created = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("delivery attempt")
+        verbose_name_plural = _("delivery attempts")
+        ordering = ["delivery", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "attempt"],
+                                    name="djwebhooks_unique_attempt_number")
+        ]
+
+    def __str__(self):
+        outcome = self.response_status or self.notification or "error"
+        return f"attempt {self.attempt}: {outcome}"

@@ -1,0 +1,178 @@
+"""``Senderable``: one message, to one URL, sent once. No Django here.
+
+The class keeps the seed's shape (``url``, ``payload``, ``jsonified_payload``,
+``get_url()``, ``get_payload()``, ``get_jsonified_payload()``, ``notify()``, ``send()``) so a
+new sender is a subclass that overrides a method or two. ``send()`` makes exactly one
+attempt: deciding whether and when to try again belongs to the backend, not the sender.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import timezone
+from functools import cached_property
+from urllib.parse import urlencode
+
+from djwebhooks import signing, transport
+from djwebhooks.exceptions import DeliveryError
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """The outcome of one HTTP attempt, as stored on a ``DeliveryAttempt``."""
+
+    success: bool
+    response_status: int | None
+    response_message: str
+    response_content_type: str
+    error: str
+    duration: int  # milliseconds
+    notification: str
+
+
+def isoformat(moment):
+    """Return an aware datetime as ISO 8601 in UTC with a ``Z`` suffix."""
+    text = moment.astimezone(timezone.utc).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+class Senderable:
+    """Build, sign and send one webhook message; report the outcome to ``notify()``."""
+
+    #: ``json.JSONEncoder`` subclass for the envelope; ``DjangoSenderable`` sets Django's.
+    json_encoder = None
+
+    def __init__(
+        self,
+        *,
+        url,
+        payload,
+        event,
+        message_id,
+        secret,
+        timestamp,
+        content_type=JSON,
+        extra=None,
+        timeout=(5.0, 15.0),
+        body_limit=4096,
+        user_agent="dj-webhooks",
+        session=None,
+        clock=time.time,
+    ):
+        self._url = url
+        self._payload = payload
+        self.event = event
+        self.message_id = message_id
+        self.secret = secret
+        self.timestamp = timestamp
+        self.content_type = content_type
+        self.extra = extra or {}
+        self.timeout = timeout
+        self.body_limit = body_limit
+        self.user_agent = user_agent
+        self.session = session
+        self.clock = clock
+
+    @cached_property
+    def url(self):
+        """The receiver's URL."""
+        return self.get_url()
+
+    @cached_property
+    def payload(self):
+        """The data the hooked function returned (the envelope's ``data``)."""
+        return self.get_payload()
+
+    @cached_property
+    def jsonified_payload(self):
+        """The envelope as JSON text: what is sent, and what is signed."""
+        return self.get_jsonified_payload()
+
+    def get_url(self):
+        """Return the URL to POST to."""
+        return self._url
+
+    def get_payload(self):
+        """Return the message's data."""
+        return self._payload
+
+    def get_envelope(self):
+        """Return the envelope: ``type``, ``timestamp``, ``data`` and any extra keys."""
+        envelope = {"type": self.event, "timestamp": isoformat(self.timestamp)}
+        envelope.update(self.extra)
+        envelope["data"] = self.payload
+        return envelope
+
+    def get_jsonified_payload(self):
+        """Return the envelope serialised as compact JSON."""
+        return json.dumps(
+            self.get_envelope(),
+            cls=self.json_encoder,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+
+    def get_body(self):
+        """Return the request body: the JSON itself, or a form with one ``payload`` field."""
+        if self.content_type == FORM:
+            return urlencode({"payload": self.jsonified_payload}).encode("ascii")
+        return self.jsonified_payload.encode("utf-8")
+
+    def get_headers(self, body, sent_at):
+        """Return the request headers, including the Standard Webhooks signature."""
+        return {
+            "Content-Type": FORM if self.content_type == FORM else JSON,
+            "User-Agent": self.user_agent,
+            "webhook-id": self.message_id,
+            "webhook-timestamp": str(sent_at),
+            "webhook-signature": signing.sign(self.secret, self.message_id, sent_at, body),
+        }
+
+    def notify(self, result):
+        """Called with the :class:`AttemptResult` of every attempt. Override to record it."""
+
+    def send(self):
+        """Make one attempt, pass its result to ``notify()``, and return it."""
+        body = self.get_body()
+        sent_at = int(self.clock())
+        headers = self.get_headers(body, sent_at)
+        started = time.monotonic()
+        try:
+            response = transport.post(
+                self.url,
+                body,
+                headers,
+                timeout=self.timeout,
+                body_limit=self.body_limit,
+                session=self.session,
+            )
+        except DeliveryError as exc:
+            result = AttemptResult(
+                success=False,
+                response_status=None,
+                response_message="",
+                response_content_type="",
+                error=f"{type(exc).__name__}: {exc}",
+                duration=_elapsed_ms(started),
+                notification=str(exc).split(":", 1)[0],
+            )
+        else:
+            result = AttemptResult(
+                success=response.ok,
+                response_status=response.status,
+                response_message=response.body.decode("utf-8", errors="replace"),
+                response_content_type=response.content_type,
+                error="",
+                duration=_elapsed_ms(started),
+                notification=f"{response.status} {response.reason}".strip(),
+            )
+        self.notify(result)
+        return result
+
+
+def _elapsed_ms(started):
+    return max(0, round((time.monotonic() - started) * 1000))

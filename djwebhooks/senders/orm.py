@@ -1,0 +1,251 @@
+"""The Django side of sending: resolve targets, write deliveries, dispatch after commit.
+
+``orm_callable`` is the seed's ``sender_callable`` for the ORM; ``send_event`` is the same
+thing as a plain function; ``DjangoSenderable`` is the ``Senderable`` that records each
+attempt in the database.
+"""
+
+import inspect
+import json
+import math
+from functools import lru_cache
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import router, transaction
+
+from djwebhooks import conf
+from djwebhooks.exceptions import OwnerError, PayloadError, UnknownEventError
+from djwebhooks.senders.base import Senderable
+
+_MISSING = object()
+
+
+def send_event(event, payload, *, owner, identifier="", message_id=None):
+    """Send ``payload`` as ``event`` to every active target of ``owner`` and ``identifier``.
+
+    Returns the list of ``Delivery`` rows created (empty when nobody subscribed). The rows
+    are written in the caller's transaction and sent once it commits.
+    """
+    from djwebhooks.decorators import basic_hash_function
+
+    check_event(event)
+    owner_pk = check_owner(owner)
+    identifier = check_identifier(identifier)
+    data = normalise_payload(payload)
+    return create_deliveries(
+        event, data, owner_pk, identifier, message_id or basic_hash_function()
+    )
+
+
+def orm_callable(wrapped, dkwargs, hash_value=None, *args, **kwargs):
+    """Call the hooked function for its payload and send it to every matching target."""
+    from djwebhooks.decorators import basic_hash_function
+
+    event = dkwargs.get("event")
+    if not event:
+        raise TypeError(
+            "djwebhooks.decorators.hook requires an 'event' argument in the decorator, "
+            "e.g. @hook(event='project.update')."
+        )
+    check_event(event)
+    owner, identifier, call_args, call_kwargs = split_call(wrapped, args, kwargs)
+    owner_pk = check_owner(owner, function=wrapped)
+    identifier = check_identifier(identifier)
+    data = normalise_payload(wrapped(*call_args, **call_kwargs), function=wrapped)
+    return create_deliveries(event, data, owner_pk, identifier, hash_value or basic_hash_function())
+
+
+def create_deliveries(event, data, owner_pk, identifier, message_id):
+    """Write one pending ``Delivery`` per matching target; enqueue them after commit."""
+    from djwebhooks.backends import get_backend
+    from djwebhooks.models import Delivery, WebhookTarget
+
+    target_ids = list(
+        WebhookTarget.objects.filter(
+            event=event, owner_id=owner_pk, identifier=identifier, is_active=True
+        ).values_list("pk", flat=True)
+    )
+    if not target_ids:
+        return []
+    deliveries = Delivery.objects.bulk_create(
+        [
+            Delivery(webhook_target_id=pk, event=event, payload=data, hash_value=message_id)
+            for pk in target_ids
+        ]
+    )
+    delivery_ids = [delivery.pk for delivery in deliveries]
+    using = router.db_for_write(Delivery)
+    transaction.on_commit(lambda: get_backend().enqueue(delivery_ids), using=using)
+    return deliveries
+
+
+def check_event(event):
+    """Raise ``UnknownEventError`` unless ``event`` is declared in settings."""
+    if not isinstance(event, str):
+        raise TypeError(f"An event name must be a string, got {type(event).__name__}.")
+    declared = conf.get_events()
+    if event not in declared:
+        raise UnknownEventError(event, declared)
+
+
+def check_owner(owner, function=None):
+    """Return the primary key of ``owner``, a saved user; raise ``OwnerError`` otherwise."""
+    where = f" to {function.__qualname__}()" if function is not None else ""
+    if owner is _MISSING or owner is None:
+        raise OwnerError(
+            f"A webhook needs an owner: pass owner=<user>{where}, the user whose webhook "
+            "targets should receive it."
+        )
+    if getattr(owner, "is_anonymous", False) or getattr(owner, "pk", None) is None:
+        raise OwnerError(
+            f"owner must be a saved user, got {owner!r}{where}. Anonymous users and unsaved "
+            "users cannot own webhook targets."
+        )
+    return owner.pk
+
+
+def check_identifier(identifier):
+    """Return ``identifier`` as a string (``""`` for None)."""
+    if identifier is None:
+        return ""
+    if not isinstance(identifier, (str, int)) or isinstance(identifier, bool):
+        raise TypeError(
+            f"identifier must be a string, got {type(identifier).__name__} ({identifier!r})."
+        )
+    return str(identifier)
+
+
+def split_call(wrapped, args, kwargs):
+    """Find ``owner`` and ``identifier`` in a call, and the arguments ``wrapped`` accepts.
+
+    ``owner`` and ``identifier`` may be given by keyword or, when the hooked function
+    declares them, by position. They are passed on only to functions that declare them.
+    """
+    params, accepts_var_kwargs = _signature(wrapped)
+    kwargs = dict(kwargs)
+    found = {}
+    for name, default in (("owner", _MISSING), ("identifier", "")):
+        if name in kwargs:
+            found[name] = kwargs[name] if name in params or accepts_var_kwargs else kwargs.pop(name)
+        elif name in params and params.index(name) < len(args):
+            found[name] = args[params.index(name)]
+        else:
+            found[name] = default
+    return found["owner"], found["identifier"], args, kwargs
+
+
+@lru_cache(maxsize=512)
+def _signature(function):
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return (), True
+    positional = [
+        name
+        for name, param in signature.parameters.items()
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
+    ]
+    names = [
+        name for name, param in signature.parameters.items()
+        if param.kind != param.VAR_KEYWORD and param.kind != param.VAR_POSITIONAL
+    ]
+    accepts_var_kwargs = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    # Positional names first, in order, so their index is their position in a call.
+    return tuple(positional + [n for n in names if n not in positional]), accepts_var_kwargs
+
+
+def normalise_payload(payload, function=None):
+    """Return ``payload`` as plain JSON data, or raise ``PayloadError`` saying what is wrong.
+
+    Dates, decimals and UUIDs become strings (``DjangoJSONEncoder``); anything else that
+    JSON cannot hold, and NaN or Infinity, is refused with the path to the value.
+    """
+    source = f" returned by {function.__qualname__}()" if function is not None else ""
+    if not isinstance(payload, dict):
+        raise PayloadError(
+            f"A webhook payload must be a dict, got {type(payload).__name__}{source}. "
+            "Return a dict of JSON-serialisable values."
+        )
+    try:
+        text = json.dumps(payload, cls=DjangoJSONEncoder, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        path, value, reason = _find_unserialisable(payload, "payload")
+        raise PayloadError(
+            f"{path} is {reason}{source}: {type(value).__name__} {_short_repr(value)}. "
+            "Convert it to a string, number, bool, None, list or dict.",
+            path=path,
+        ) from exc
+    return json.loads(text)
+
+
+def _find_unserialisable(value, path):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return f"{path} key {key!r}", key, "not a valid JSON object key"
+            found = _find_unserialisable(item, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _find_unserialisable(item, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value, "NaN or Infinity, which JSON cannot represent"
+    try:
+        json.dumps(value, cls=DjangoJSONEncoder)
+    except (TypeError, ValueError):
+        return path, value, "not JSON-serialisable"
+    return None
+
+
+def _short_repr(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def envelope_extra(target):
+    """Return the envelope keys added beside ``type``, ``timestamp`` and ``data``."""
+    extra = {"identifier": target.identifier}
+    owner_field = conf.get_setting("OWNER_FIELD")
+    if owner_field is not False:
+        owner = target.owner
+        extra["owner"] = (
+            owner.get_username() if owner_field is None else getattr(owner, owner_field)
+        )
+    return extra
+
+
+class DjangoSenderable(Senderable):
+    """A ``Senderable`` built from a ``Delivery``, recording each attempt in the database."""
+
+    json_encoder = DjangoJSONEncoder
+
+    def __init__(self, delivery, **kwargs):
+        target = delivery.webhook_target
+        self.delivery = delivery
+        self.webhook_target = target
+        options = {
+            "url": target.target_url,
+            "payload": delivery.payload,
+            "event": delivery.event,
+            "message_id": delivery.hash_value,
+            "secret": target.secret,
+            "timestamp": delivery.created,
+            "content_type": target.header_content_type,
+            "extra": envelope_extra(target),
+            "timeout": conf.get_timeouts(),
+            "body_limit": conf.get_setting("RESPONSE_BODY_LIMIT"),
+            "user_agent": conf.get_user_agent(),
+        }
+        options.update(kwargs)
+        super().__init__(**options)
+
+    def notify(self, result):
+        """Store the attempt and move the delivery's status (see ``delivery.record_attempt``)."""
+        from djwebhooks.delivery import record_attempt
+
+        record_attempt(self.delivery, result)

@@ -1,0 +1,86 @@
+"""The HTTP client: one pooled ``requests.Session`` per thread, and its error mapping.
+
+Pure code: no Django, no models. Everything above this module sees our own
+``DeliveryTimeout`` / ``DeliveryConnectionError`` / ``DeliveryError``, never requests'.
+"""
+
+import threading
+from dataclasses import dataclass
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+
+from djwebhooks.exceptions import DeliveryConnectionError, DeliveryError, DeliveryTimeout
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class Response:
+    """What came back from a receiver: the status and the start of the body."""
+
+    status: int
+    reason: str
+    content_type: str
+    body: bytes
+
+    @property
+    def ok(self):
+        """True for a 2xx answer; redirects are not followed, so 3xx is a failure."""
+        return 200 <= self.status < 300
+
+
+def new_session():
+    """Return a ``Session`` set up for sending webhooks."""
+    session = requests.Session()
+    # Environment proxies and ~/.netrc credentials are not for arbitrary receivers.
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def get_session():
+    """Return this thread's pooled session, creating it on first use."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = new_session()
+    return session
+
+
+def close_session():
+    """Close this thread's session (its pooled connections)."""
+    session = getattr(_local, "session", None)
+    if session is not None:
+        session.close()
+        _local.session = None
+
+
+def post(url, body, headers, *, timeout, body_limit, session=None):
+    """POST ``body`` to ``url`` and return a :class:`Response`.
+
+    ``timeout`` is ``(connect, read)`` seconds. Redirects are not followed. At most
+    ``body_limit`` bytes of the response body are read; the rest is never downloaded.
+    Raises ``DeliveryTimeout``, ``DeliveryConnectionError`` or ``DeliveryError``.
+    """
+    session = session or get_session()
+    try:
+        with session.post(
+            url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+        ) as response:
+            content = response.raw.read(body_limit, decode_content=True) if body_limit else b""
+            return Response(
+                status=response.status_code,
+                reason=response.reason or "",
+                content_type=response.headers.get("Content-Type", ""),
+                body=content or b"",
+            )
+    # Reading ``response.raw`` directly can raise urllib3's own errors, not requests'.
+    except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
+        raise DeliveryTimeout(f"Timed out: {exc}") from exc
+    except (requests.ConnectionError, urllib3.exceptions.ProtocolError) as exc:
+        raise DeliveryConnectionError(f"Could not connect: {exc}") from exc
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        raise DeliveryError(f"Request failed: {exc}") from exc

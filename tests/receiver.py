@@ -1,0 +1,93 @@
+"""A real HTTP receiver on 127.0.0.1 for wire-level tests, scriptable per request."""
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Received:
+    """One request as it arrived on the wire."""
+
+    method: str
+    path: str
+    headers: dict
+    body: bytes
+
+
+@dataclass
+class Reply:
+    """How the receiver answers one request."""
+
+    status: int = 200
+    body: bytes = b"ok"
+    headers: dict = field(default_factory=lambda: {"Content-Type": "text/plain"})
+    delay: float = 0.0  # seconds before answering
+    drip: float = 0.0  # seconds between body bytes
+
+
+class Receiver:
+    """A threaded server; ``replies`` is a queue of scripted answers, then ``default``."""
+
+    def __init__(self):
+        self.requests = []
+        self.replies = []
+        self.default = Reply()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.requests.append(
+                        Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
+                                 body)
+                    )
+                    reply = receiver.replies.pop(0) if receiver.replies else receiver.default
+                if reply.delay:
+                    time.sleep(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    if reply.drip:
+                        for index in range(len(reply.body)):
+                            self.wfile.write(reply.body[index : index + 1])
+                            self.wfile.flush()
+                            time.sleep(reply.drip)
+                    else:
+                        self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, format, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        # A client that hangs up early (timeouts, capped reads) is expected here.
+        self.server.handle_error = lambda request, client_address: None
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self):
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,87 @@
+"""Settings for the test suite: SQLite by default, any database through DATABASE_URL."""
+
+import os
+from urllib.parse import unquote, urlparse
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "djwebhooks",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def database_from_url(url):
+    """Turn ``postgres://user@host:port/name`` (or mysql://, sqlite:///) into a DATABASES entry."""
+    parsed = urlparse(url)
+    engines = {
+        "postgres": "django.db.backends.postgresql",
+        "postgresql": "django.db.backends.postgresql",
+        "mysql": "django.db.backends.mysql",
+        "sqlite": "django.db.backends.sqlite3",
+    }
+    if parsed.scheme not in engines:
+        raise ValueError(f"DATABASE_URL scheme {parsed.scheme!r} is not one of {sorted(engines)}")
+    if parsed.scheme == "sqlite":
+        return {"ENGINE": engines["sqlite"], "NAME": parsed.path[1:] or ":memory:"}
+    return {
+        "ENGINE": engines[parsed.scheme],
+        "NAME": unquote(parsed.path[1:]),
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+    }
+
+
+DATABASES = {
+    "default": database_from_url(os.environ["DATABASE_URL"])
+    if os.environ.get("DATABASE_URL")
+    else {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+}
+
+DJWEBHOOKS = {
+    "EVENTS": {
+        "project.update": "A project was changed.",
+        "project.delete": "A project was deleted.",
+        "invoice.paid": "",
+    },
+    "CONNECT_TIMEOUT": 2,
+    "READ_TIMEOUT": 2,
+}
+
+SILENCED_SYSTEM_CHECKS = ["djwebhooks.W001"]

@@ -1,0 +1,153 @@
+"""Replaying failed deliveries: ``delivery.replay`` and ``manage.py webhooks_replay``."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from djwebhooks import send_event
+from djwebhooks.delivery import replay
+from djwebhooks.management.commands.webhooks_replay import parse_since
+from djwebhooks.models import Delivery
+from tests.receiver import Reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(*args):
+    out, err = StringIO(), StringIO()
+    call_command("webhooks_replay", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def failed(make_target, user, receiver):
+    """One delivery that failed with a 503, the receiver now answering 200."""
+    receiver.replies = [Reply(status=503)]
+    make_target()
+    [delivery] = send_event("project.update", {"n": 1}, owner=user)
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.FAILED
+    return delivery
+
+
+def test_replay_is_a_new_attempt_on_the_same_delivery(failed, receiver):
+    assert replay(Delivery.objects.filter(pk=failed.pk)) == [failed.pk]
+
+    failed.refresh_from_db()
+    assert failed.status == Delivery.Status.SUCCEEDED
+    assert failed.attempt == 2
+    assert [(a.attempt, a.response_status) for a in failed.attempts.all()] == [
+        (1, 503), (2, 200)
+    ]
+    first, second = receiver.requests
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == failed.hash_value
+    assert first.body == second.body  # the same message, only the attempt is new
+
+
+def test_replay_accepts_ids_and_instances(failed):
+    assert replay([failed]) == [failed.pk]
+    assert replay([]) == []
+
+
+def test_command_replays_failed_deliveries(failed, receiver):
+    out, _ = run()
+    assert "Replayed 1 deliveries: 1 succeeded, 0 failed, 0 pending." in out
+    failed.refresh_from_db()
+    assert failed.status == Delivery.Status.SUCCEEDED
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {failed.hash_value}
+
+
+def test_command_leaves_succeeded_deliveries_alone(make_target, user, receiver):
+    make_target()
+    send_event("project.update", {"n": 1}, owner=user)
+    out, _ = run()
+    assert "nothing to replay" in out
+    assert len(receiver.requests) == 1
+
+
+def test_dry_run_sends_nothing(failed, receiver):
+    out, _ = run("--dry-run")
+    assert f"would replay {failed.pk} {failed.hash_value} project.update" in out
+    assert "Dry run: 1 deliveries would be replayed." in out
+    assert len(receiver.requests) == 1
+    failed.refresh_from_db()
+    assert failed.status == Delivery.Status.FAILED
+
+
+def test_filters(make_target, user, other_user, receiver):
+    receiver.default = Reply(status=500)
+    mine = make_target()
+    theirs = make_target(owner=other_user, target_url=receiver.url + "/theirs/")
+    make_target(event="invoice.paid")
+    send_event("project.update", {}, owner=user)
+    send_event("project.update", {}, owner=other_user)
+    send_event("invoice.paid", {}, owner=user)
+    old = send_event("project.update", {"old": True}, owner=user)[0]
+    Delivery.objects.filter(pk=old.pk).update(created=timezone.now() - timedelta(days=5))
+    assert Delivery.objects.failed().count() == 4
+
+    def selected(*args):
+        out, _ = run("--dry-run", *args)
+        return sorted(int(line.split()[2]) for line in out.splitlines()
+                      if line.startswith("would replay"))
+
+    by_event = Delivery.objects.filter(event="invoice.paid").values_list("pk", flat=True)
+    assert selected("--event", "invoice.paid") == list(by_event)
+    assert selected("--target", str(theirs.pk)) == [
+        theirs.deliveries.get().pk
+    ]
+    assert len(selected("--owner", "audreyr")) == 3
+    assert old.pk not in selected("--since", "2d")
+    assert old.pk in selected("--since", "6d")
+    assert len(selected("--limit", "2")) == 2
+    assert selected("--target", str(mine.pk), "--since", "1h") == [
+        mine.deliveries.exclude(pk=old.pk).get().pk
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "yesterday"], "neither a duration"),
+        (["--limit", "0"], "--limit must be a positive number"),
+        (["--owner", "nobody"], "no user with username 'nobody'"),
+    ],
+)
+def test_bad_options_are_explained(args, message, db):
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+
+
+def test_parse_since():
+    now = timezone.now()
+    assert parse_since("90m", now) == now - timedelta(minutes=90)
+    assert parse_since("2h", now) == now - timedelta(hours=2)
+    assert parse_since("3d", now) == now - timedelta(days=3)
+    assert parse_since("1w", now) == now - timedelta(weeks=1)
+    assert parse_since("2026-11-01").isoformat() == "2026-11-01T00:00:00+00:00"
+    assert parse_since("2026-11-01T09:30:00+01:00").isoformat() == "2026-11-01T09:30:00+01:00"
+
+
+def test_progress_bar_on_long_runs(make_target, user, receiver):
+    receiver.default = Reply(status=500)
+    make_target()
+    for n in range(150):
+        send_event("project.update", {"n": n}, owner=user)
+    receiver.default = Reply(status=200)
+
+    out, err = run()
+
+    assert "[####################----------] 100/150" in err
+    assert "[##############################] 150/150" in err
+    assert "Replayed 150 deliveries: 150 succeeded" in out
+
+
+def test_verbose_output_lists_each_delivery(failed):
+    out = StringIO()
+    call_command("webhooks_replay", verbosity=2, stdout=out, stderr=StringIO())
+    assert f"{failed.pk} {failed.hash_value} project.update: succeeded after 2 attempts" in (
+        out.getvalue()
+    )
