@@ -71,7 +71,7 @@ def check_events(app_configs=None, **kwargs):
         )
     from djwebhooks.decorators import registry
 
-    for event, function in registry:
+    for function, event in list(registry.items()):
         if event not in events:
             errors.append(
                 checks.Error(
@@ -94,7 +94,7 @@ def check_backend(app_configs=None, **kwargs):
     try:
         path = conf.get_setting("BACKEND")
         backend = load_backend(path)
-    except (WebhookImproperlyConfigured, TypeError, ValueError) as exc:
+    except WebhookImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="djwebhooks.E004")]
     if isinstance(backend, InlineBackend) and not settings.DEBUG:
         return [

@@ -10,6 +10,7 @@
 """
 
 import uuid
+import weakref
 from functools import partial
 
 import wrapt
@@ -17,8 +18,9 @@ import wrapt
 from djwebhooks.exceptions import SenderNotCallable
 from djwebhooks.senders.orm import orm_callable
 
-#: Every ``(event, function)`` decorated with a ``dkwargs["event"]``, for the system checks.
-registry = []
+#: Every function decorated with an ``event``, mapped to that event, for the system checks.
+#: Weak, so hooks made on the fly (in tests, in factories) do not live forever.
+registry = weakref.WeakKeyDictionary()
 
 
 def basic_hash_function():
@@ -49,7 +51,7 @@ def base_hook(sender_callable, hash_function, **dkwargs):
 
     def decorate(function):
         if event is not None:
-            registry.append((event, function))
+            registry[function] = event
         return wrapper(function)
 
     return decorate

@@ -11,6 +11,7 @@ from djwebhooks import conf
 from djwebhooks.senders.base import FORM, JSON
 from djwebhooks.signing import generate_secret
 
+
 def validate_event_name(value):
     """Raise ``ValidationError`` unless ``value`` is a declared event."""
     declared = conf.get_events()

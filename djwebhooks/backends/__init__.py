@@ -13,6 +13,10 @@ _backend = None
 
 def load_backend(path):
     """Import and instantiate the backend class at dotted ``path``."""
+    if not isinstance(path, str):
+        raise WebhookImproperlyConfigured(
+            f"DJWEBHOOKS['BACKEND'] must be a dotted import path string, got {path!r}."
+        )
     try:
         backend_class = import_string(path)
     except ImportError as exc:

@@ -1,0 +1,120 @@
+"""The DJWEBHOOKS setting and the system checks that guard it."""
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from djwebhooks import conf
+from djwebhooks.decorators import hook, registry
+from djwebhooks.exceptions import WebhookImproperlyConfigured
+
+
+def ids(settings_value=None, debug=False, hooks=False):
+    """The ids of the djwebhooks checks that fire (E005 only when ``hooks`` is set: other
+    tests declare hooks for events that these settings do not have)."""
+    with override_settings(DJWEBHOOKS=settings_value, DEBUG=debug):
+        return sorted(
+            message.id
+            for message in checks.run_checks()
+            if message.id.startswith("djwebhooks") and (hooks or message.id != "djwebhooks.E005")
+        )
+
+
+def test_defaults_are_clean():
+    assert ids({"EVENTS": ["a.b"]}, debug=True) == []
+
+
+def test_unknown_key():
+    with override_settings(DJWEBHOOKS={"EVENTS": ["a"], "TIMEOUT": 3}):
+        [error] = [m for m in checks.run_checks() if m.id == "djwebhooks.E001"]
+    assert "Unknown key 'TIMEOUT'" in error.msg
+    assert "CONNECT_TIMEOUT" in error.hint
+
+
+def test_not_a_dict():
+    assert "djwebhooks.E001" in ids(["EVENTS"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"CONNECT_TIMEOUT": 0},
+        {"READ_TIMEOUT": "10"},
+        {"READ_TIMEOUT": True},
+        {"RESPONSE_BODY_LIMIT": -1},
+        {"RESPONSE_BODY_LIMIT": 1.5},
+        {"USER_AGENT": "a\nb"},
+        {"OWNER_FIELD": 3},
+        {"BACKEND": None},
+    ],
+)
+def test_bad_values(bad):
+    assert "djwebhooks.E002" in ids({"EVENTS": ["a"], **bad}, debug=True)
+
+
+@pytest.mark.parametrize(
+    "events",
+    ["project.update", ["ok", "has space"], ["", "x"], {"ok": 1}, [".starts.with.dot"]],
+)
+def test_bad_events(events):
+    assert "djwebhooks.E003" in ids({"EVENTS": events}, debug=True)
+
+
+def test_backend_that_does_not_import():
+    with override_settings(DJWEBHOOKS={"EVENTS": ["a"], "BACKEND": "nope.Backend"}):
+        [error] = [m for m in checks.run_checks() if m.id == "djwebhooks.E004"]
+    assert "'nope.Backend', which could not be imported" in error.msg
+
+
+def test_hook_for_an_undeclared_event():
+    @hook(event="never.declared")
+    def send(owner):
+        return {}
+
+    with override_settings(DJWEBHOOKS={"EVENTS": ["a"]}):
+        [error] = [m for m in checks.run_checks() if m.id == "djwebhooks.E005"
+                   and "never.declared" in m.msg]
+    assert "test_hook_for_an_undeclared_event.<locals>.send is hooked to event" in error.msg
+    assert error.hint == "Add 'never.declared' to DJWEBHOOKS['EVENTS']."
+    del registry[send.__wrapped__]
+
+
+def test_inline_backend_in_production():
+    assert "djwebhooks.W001" in ids({"EVENTS": ["a"]}, debug=False)
+    assert "djwebhooks.W001" not in ids({"EVENTS": ["a"]}, debug=True)
+
+
+def test_no_events():
+    assert ids({}, debug=True) == ["djwebhooks.W002"]
+    assert ids(None, debug=True) == ["djwebhooks.W002"]
+
+
+def test_get_setting_and_defaults(settings):
+    settings.DJWEBHOOKS = {"READ_TIMEOUT": 30}
+    assert conf.get_setting("READ_TIMEOUT") == 30
+    assert conf.get_setting("CONNECT_TIMEOUT") == conf.DEFAULTS["CONNECT_TIMEOUT"]
+    assert conf.get_timeouts() == (5.0, 30.0)
+    with pytest.raises(KeyError):
+        conf.get_setting("NOT_A_SETTING")
+
+
+def test_events_as_list_or_dict(settings):
+    settings.DJWEBHOOKS = {"EVENTS": ["a", "b"]}
+    assert conf.get_events() == {"a": "", "b": ""}
+    settings.DJWEBHOOKS = {"EVENTS": {"a": "Described"}}
+    assert conf.get_events() == {"a": "Described"}
+    settings.DJWEBHOOKS = {"EVENTS": "a"}
+    with pytest.raises(WebhookImproperlyConfigured, match=r"DJWEBHOOKS\['EVENTS'\] must be"):
+        conf.get_events()
+
+
+def test_settings_must_be_a_dict(settings):
+    settings.DJWEBHOOKS = ["oops"]
+    with pytest.raises(WebhookImproperlyConfigured, match="must be a dict"):
+        conf.get_setting("EVENTS")
+
+
+def test_user_agent_default():
+    from djwebhooks import __version__
+
+    assert conf.get_user_agent() == f"dj-webhooks/{__version__}"
