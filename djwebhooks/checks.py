@@ -39,6 +39,8 @@ def check_settings(app_configs=None, **kwargs):
 @checks.register()
 def check_events(app_configs=None, **kwargs):
     """Check that ``EVENTS`` is well formed, and that every ``@hook`` event is declared."""
+    if not isinstance(getattr(settings, "DJWEBHOOKS", None) or {}, dict):
+        return []  # reported once, by check_settings (E001)
     try:
         events = conf.get_events()
     except WebhookImproperlyConfigured as exc:
@@ -78,7 +80,6 @@ def check_events(app_configs=None, **kwargs):
                     f"{function.__module__}.{function.__qualname__} is hooked to event "
                     f"{event!r}, which is not declared.",
                     hint=f"Add {event!r} to DJWEBHOOKS['EVENTS'].",
-                    obj=function,
                     id="djwebhooks.E005",
                 )
             )
@@ -91,9 +92,10 @@ def check_backend(app_configs=None, **kwargs):
     from djwebhooks.backends import load_backend
     from djwebhooks.backends.inline import InlineBackend
 
+    if not isinstance(getattr(settings, "DJWEBHOOKS", None) or {}, dict):
+        return []  # reported once, by check_settings (E001)
     try:
-        path = conf.get_setting("BACKEND")
-        backend = load_backend(path)
+        backend = load_backend(conf.get_setting("BACKEND"))
     except WebhookImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="djwebhooks.E004")]
     if isinstance(backend, InlineBackend) and not settings.DEBUG:
@@ -102,8 +104,9 @@ def check_backend(app_configs=None, **kwargs):
                 "dj-webhooks is using the inline backend with DEBUG = False: every request "
                 "that sends a webhook waits for the receiver, and a failed attempt is not "
                 "retried.",
-                hint="Set DJWEBHOOKS['BACKEND'] to a queue-based backend for production, or "
-                "silence this check with SILENCED_SYSTEM_CHECKS = ['djwebhooks.W001'].",
+                hint="In production, use a backend that sends outside the request and "
+                "retries, or accept the trade-off and silence this check with "
+                "SILENCED_SYSTEM_CHECKS = ['djwebhooks.W001'].",
                 id="djwebhooks.W001",
             )
         ]

@@ -4,9 +4,26 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
+from djwebhooks import checks as djwebhooks_checks
 from djwebhooks import conf
 from djwebhooks.decorators import hook, registry
 from djwebhooks.exceptions import WebhookImproperlyConfigured
+
+
+def run_checks():
+    """Run the app's own checks (Django's full run also needs a database on Django 6)."""
+    return [
+        *djwebhooks_checks.check_settings(),
+        *djwebhooks_checks.check_events(),
+        *djwebhooks_checks.check_backend(),
+    ]
+
+
+def test_checks_are_registered():
+    registered = checks.registry.registry.get_checks()
+    for check in (djwebhooks_checks.check_settings, djwebhooks_checks.check_events,
+                  djwebhooks_checks.check_backend):
+        assert check in registered
 
 
 def ids(settings_value=None, debug=False, hooks=False):
@@ -15,7 +32,7 @@ def ids(settings_value=None, debug=False, hooks=False):
     with override_settings(DJWEBHOOKS=settings_value, DEBUG=debug):
         return sorted(
             message.id
-            for message in checks.run_checks()
+            for message in run_checks()
             if message.id.startswith("djwebhooks") and (hooks or message.id != "djwebhooks.E005")
         )
 
@@ -26,7 +43,7 @@ def test_defaults_are_clean():
 
 def test_unknown_key():
     with override_settings(DJWEBHOOKS={"EVENTS": ["a"], "TIMEOUT": 3}):
-        [error] = [m for m in checks.run_checks() if m.id == "djwebhooks.E001"]
+        [error] = [m for m in run_checks() if m.id == "djwebhooks.E001"]
     assert "Unknown key 'TIMEOUT'" in error.msg
     assert "CONNECT_TIMEOUT" in error.hint
 
@@ -62,7 +79,7 @@ def test_bad_events(events):
 
 def test_backend_that_does_not_import():
     with override_settings(DJWEBHOOKS={"EVENTS": ["a"], "BACKEND": "nope.Backend"}):
-        [error] = [m for m in checks.run_checks() if m.id == "djwebhooks.E004"]
+        [error] = [m for m in run_checks() if m.id == "djwebhooks.E004"]
     assert "'nope.Backend', which could not be imported" in error.msg
 
 
@@ -72,7 +89,7 @@ def test_hook_for_an_undeclared_event():
         return {}
 
     with override_settings(DJWEBHOOKS={"EVENTS": ["a"]}):
-        [error] = [m for m in checks.run_checks() if m.id == "djwebhooks.E005"
+        [error] = [m for m in run_checks() if m.id == "djwebhooks.E005"
                    and "never.declared" in m.msg]
     assert "test_hook_for_an_undeclared_event.<locals>.send is hooked to event" in error.msg
     assert error.hint == "Add 'never.declared' to DJWEBHOOKS['EVENTS']."

@@ -321,3 +321,32 @@ def test_deliveries_are_written_in_the_callers_transaction(make_target, user, no
         assert Delivery.objects.count() == 1
         raise RuntimeError("roll back")
     assert Delivery.objects.count() == 0
+
+
+@pytest.mark.parametrize("message_id", ["", "x" * 65, 123])
+def test_bad_message_id(message_id, user, db):
+    with pytest.raises(TypeError, match="message_id must be a string of 1 to 64 characters"):
+        djwebhooks.send_event("project.update", {}, owner=user, message_id=message_id)
+
+
+def test_identifier_default_of_the_hooked_function_routes(make_target, user, no_dispatch):
+    @hook(event="project.update")
+    def send(owner, identifier="acme"):
+        return {"identifier": identifier}
+
+    target = make_target(identifier="acme")
+    [delivery] = send(owner=user)
+    assert delivery.webhook_target_id == target.pk
+    assert delivery.payload == {"identifier": "acme"}
+
+
+def test_keyword_only_owner_is_not_taken_from_extra_positionals(make_target, user, no_dispatch):
+    @hook(event="project.update")
+    def send(a, *rest, owner):
+        return {"a": a, "rest": list(rest)}
+
+    make_target()
+    [delivery] = send(1, 2, 3, owner=user)
+    assert delivery.payload == {"a": 1, "rest": [2, 3]}
+    with pytest.raises(OwnerError):
+        send(1, 2, 3)

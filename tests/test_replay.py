@@ -5,6 +5,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 from django.utils import timezone
 
 from djwebhooks import send_event
@@ -54,7 +55,7 @@ def test_replay_accepts_ids_and_instances(failed):
 
 def test_command_replays_failed_deliveries(failed, receiver):
     out, _ = run()
-    assert "Replayed 1 deliveries: 1 succeeded, 0 failed, 0 pending." in out
+    assert "Replayed 1 delivery: 1 succeeded, 0 failed, 0 pending." in out
     failed.refresh_from_db()
     assert failed.status == Delivery.Status.SUCCEEDED
     assert {r.headers["webhook-id"] for r in receiver.requests} == {failed.hash_value}
@@ -68,10 +69,27 @@ def test_command_leaves_succeeded_deliveries_alone(make_target, user, receiver):
     assert len(receiver.requests) == 1
 
 
+def test_stale_pending_deliveries(settings, make_target, user, receiver):
+    make_target()
+    # A process that stopped between commit and send leaves its deliveries pending.
+    with override_settings(DJWEBHOOKS={**settings.DJWEBHOOKS,
+                                       "BACKEND": "tests.test_backends.RecordingBackend"}):
+        [stale] = send_event("project.update", {"n": 1}, owner=user)
+        [fresh] = send_event("project.update", {"n": 2}, owner=user)
+    Delivery.objects.filter(pk=stale.pk).update(modified=timezone.now() - timedelta(minutes=11))
+
+    out, _ = run()
+    assert "nothing to replay" in out
+    out, _ = run("--stale-pending")
+    assert "Replayed 1 delivery: 1 succeeded" in out
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [stale.hash_value]
+    assert Delivery.objects.get(pk=fresh.pk).status == Delivery.Status.PENDING
+
+
 def test_dry_run_sends_nothing(failed, receiver):
     out, _ = run("--dry-run")
     assert f"would replay {failed.pk} {failed.hash_value} project.update" in out
-    assert "Dry run: 1 deliveries would be replayed." in out
+    assert "Dry run: 1 delivery would be replayed." in out
     assert len(receiver.requests) == 1
     failed.refresh_from_db()
     assert failed.status == Delivery.Status.FAILED

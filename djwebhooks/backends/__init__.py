@@ -24,7 +24,19 @@ def load_backend(path):
             f"DJWEBHOOKS['BACKEND'] is {path!r}, which could not be imported: {exc}. "
             "Use a dotted path such as 'djwebhooks.backends.inline.InlineBackend'."
         ) from exc
-    return backend_class()
+    try:
+        backend = backend_class()
+    except TypeError as exc:
+        raise WebhookImproperlyConfigured(
+            f"DJWEBHOOKS['BACKEND'] is {path!r}, which is not a backend class that can be "
+            f"created without arguments: {exc}."
+        ) from exc
+    if not callable(getattr(backend, "enqueue", None)):
+        raise WebhookImproperlyConfigured(
+            f"DJWEBHOOKS['BACKEND'] is {path!r}, which has no enqueue() method. Subclass "
+            "djwebhooks.backends.base.BaseBackend."
+        )
+    return backend
 
 
 def get_backend():

@@ -18,6 +18,8 @@ from djwebhooks.exceptions import OwnerError, PayloadError, UnknownEventError
 from djwebhooks.senders.base import Senderable
 
 _MISSING = object()
+#: The length of ``Delivery.hash_value``.
+MESSAGE_ID_MAX_LENGTH = 64
 
 
 def send_event(event, payload, *, owner, identifier="", message_id=None):
@@ -32,9 +34,14 @@ def send_event(event, payload, *, owner, identifier="", message_id=None):
     owner_pk = check_owner(owner)
     identifier = check_identifier(identifier)
     data = normalise_payload(payload)
-    return create_deliveries(
-        event, data, owner_pk, identifier, message_id or basic_hash_function()
-    )
+    if message_id is None:
+        message_id = basic_hash_function()
+    elif not isinstance(message_id, str) or not 1 <= len(message_id) <= MESSAGE_ID_MAX_LENGTH:
+        raise TypeError(
+            f"message_id must be a string of 1 to {MESSAGE_ID_MAX_LENGTH} characters, "
+            f"got {message_id!r}."
+        )
+    return create_deliveries(event, data, owner_pk, identifier, message_id)
 
 
 def orm_callable(wrapped, dkwargs, hash_value=None, *args, **kwargs):
@@ -63,18 +70,26 @@ def create_deliveries(event, data, owner_pk, identifier, message_id):
     target_ids = list(
         WebhookTarget.objects.filter(
             event=event, owner_id=owner_pk, identifier=identifier, is_active=True
-        ).values_list("pk", flat=True)
+        ).order_by("pk").values_list("pk", flat=True)
     )
     if not target_ids:
         return []
-    deliveries = Delivery.objects.bulk_create(
+    using = router.db_for_write(Delivery)
+    deliveries = Delivery.objects.using(using).bulk_create(
         [
             Delivery(webhook_target_id=pk, event=event, payload=data, hash_value=message_id)
             for pk in target_ids
         ]
     )
+    if deliveries[0].pk is None:
+        # Databases that cannot return ids from a bulk insert (MySQL): read them back by
+        # the (message id, target) pair, which is unique.
+        deliveries = list(
+            Delivery.objects.using(using).filter(
+                hash_value=message_id, webhook_target_id__in=target_ids
+            )
+        )
     delivery_ids = [delivery.pk for delivery in deliveries]
-    using = router.db_for_write(Delivery)
     transaction.on_commit(lambda: get_backend().enqueue(delivery_ids), using=using)
     return deliveries
 
@@ -110,7 +125,8 @@ def check_identifier(identifier):
         return ""
     if not isinstance(identifier, (str, int)) or isinstance(identifier, bool):
         raise TypeError(
-            f"identifier must be a string, got {type(identifier).__name__} ({identifier!r})."
+            f"identifier must be a string (or an integer, used as a string), got "
+            f"{type(identifier).__name__} ({identifier!r})."
         )
     return str(identifier)
 
@@ -119,39 +135,39 @@ def split_call(wrapped, args, kwargs):
     """Find ``owner`` and ``identifier`` in a call, and the arguments ``wrapped`` accepts.
 
     ``owner`` and ``identifier`` may be given by keyword or, when the hooked function
-    declares them, by position. They are passed on only to functions that declare them.
+    declares them, by position; an ``identifier`` the function declares with a default
+    routes by that default when the caller leaves it out. They are passed on only to
+    functions that declare them (or take ``**kwargs``).
     """
-    params, accepts_var_kwargs = _signature(wrapped)
+    positional, defaults, keywords, var_kwargs = _signature(wrapped)
     kwargs = dict(kwargs)
     found = {}
-    for name, default in (("owner", _MISSING), ("identifier", "")):
+    for name, fallback in (("owner", _MISSING), ("identifier", "")):
         if name in kwargs:
-            found[name] = kwargs[name] if name in params or accepts_var_kwargs else kwargs.pop(name)
-        elif name in params and params.index(name) < len(args):
-            found[name] = args[params.index(name)]
+            found[name] = kwargs[name] if name in keywords or var_kwargs else kwargs.pop(name)
+        elif name in positional and positional.index(name) < len(args):
+            found[name] = args[positional.index(name)]
         else:
-            found[name] = default
+            found[name] = defaults.get(name, fallback)
     return found["owner"], found["identifier"], args, kwargs
 
 
 @lru_cache(maxsize=512)
 def _signature(function):
+    """Return (positional names, defaults, keyword names, takes **kwargs) of ``function``."""
     try:
-        signature = inspect.signature(function)
+        parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):
-        return (), True
-    positional = [
-        name
-        for name, param in signature.parameters.items()
-        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
-    ]
-    names = [
-        name for name, param in signature.parameters.items()
-        if param.kind != param.VAR_KEYWORD and param.kind != param.VAR_POSITIONAL
-    ]
-    accepts_var_kwargs = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
-    # Positional names first, in order, so their index is their position in a call.
-    return tuple(positional + [n for n in names if n not in positional]), accepts_var_kwargs
+        return (), {}, frozenset(), True
+    positional = tuple(
+        p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
+    defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+    keywords = frozenset(
+        p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
+    var_kwargs = any(p.kind == p.VAR_KEYWORD for p in parameters)
+    return positional, defaults, keywords, var_kwargs
 
 
 def normalise_payload(payload, function=None):

@@ -14,6 +14,9 @@ from djwebhooks.models import Delivery
 DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 BATCH = 100
+#: A delivery still pending this long after its last change was left behind by a process
+#: that stopped between its commit and its send.
+STALE_PENDING_AFTER = timedelta(minutes=10)
 
 
 def parse_since(value, now=None):
@@ -50,12 +53,20 @@ class Command(BaseCommand):
         parser.add_argument("--target", type=int, help="Only this WebhookTarget id.")
         parser.add_argument("--owner", help="Only targets of the user with this username.")
         parser.add_argument("--limit", type=int, help="Replay at most this many deliveries.")
+        parser.add_argument("--stale-pending", action="store_true",
+                            help="Also replay deliveries still pending 10 minutes after their "
+                            "last change (left behind by a process that stopped before "
+                            "sending).")
         parser.add_argument("--dry-run", action="store_true",
                             help="List what would be replayed, and send nothing.")
 
     def handle(self, *args, since=None, event=None, target=None, owner=None, limit=None,
-               dry_run=False, verbosity=1, **options):
-        deliveries = Delivery.objects.failed().select_related("webhook_target")
+               stale_pending=False, dry_run=False, verbosity=1, **options):
+        deliveries = Delivery.objects.failed()
+        if stale_pending:
+            deliveries = deliveries | Delivery.objects.pending().filter(
+                modified__lt=timezone.now() - STALE_PENDING_AFTER
+            )
         if since:
             deliveries = deliveries.filter(created__gte=parse_since(since))
         if event:
@@ -87,7 +98,7 @@ class Command(BaseCommand):
                     f"→ {delivery.webhook_target.target_url} (attempts so far: "
                     f"{delivery.attempt})"
                 )
-            self.stdout.write(f"Dry run: {len(ids)} deliveries would be replayed.")
+            self.stdout.write(f"Dry run: {_count(len(ids))} would be replayed.")
             return
         progress = Progress(len(ids), self.stderr, enabled=verbosity > 0)
         for start in range(0, len(ids), BATCH):
@@ -104,10 +115,14 @@ class Command(BaseCommand):
             counts[status] += 1
         self.stdout.write(
             self.style.SUCCESS(
-                f"Replayed {len(ids)} deliveries: {counts['succeeded']} succeeded, "
+                f"Replayed {_count(len(ids))}: {counts['succeeded']} succeeded, "
                 f"{counts['failed']} failed, {counts['pending']} pending."
             )
         )
+
+
+def _count(number):
+    return f"{number} delivery" if number == 1 else f"{number} deliveries"
 
 
 class Progress:

@@ -1,0 +1,146 @@
+"""Pages that send webhooks (the project form) and pages that receive them."""
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.db import transaction
+from django.http import HttpResponse, HttpResponseBadRequest
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from django.views.generic import ListView, UpdateView
+
+from djwebhooks.models import WebhookTarget
+from djwebhooks.signing import verify
+from projects.models import Project, ReceivedWebhook
+from projects.webhooks import send_project_update
+
+# Sending
+# -------
+
+
+class ProjectListView(LoginRequiredMixin, ListView):
+    """The signed-in user's projects."""
+
+    def get_queryset(self):
+        return Project.objects.filter(owner=self.request.user)
+
+
+class ProjectUpdateView(LoginRequiredMixin, UpdateView):
+    """Edit a project, then tell its owner's webhook targets with ``project.update``."""
+
+    fields = ["title", "description"]
+
+    def get_queryset(self):
+        return Project.objects.filter(owner=self.request.user)
+
+    def form_valid(self, form):
+        # The delivery rows are written in the same transaction as the edit, and
+        # dj-webhooks sends them once it commits: a receiver never hears of a change
+        # that was rolled back.
+        with transaction.atomic():
+            response = super().form_valid(form)
+            project = self.object
+            deliveries = send_project_update(
+                project, owner=project.owner, identifier=project.slug
+            )
+        messages.success(
+            self.request,
+            f"Saved {project}; project.update goes to {len(deliveries)} webhook target(s).",
+        )
+        return response
+
+
+# Receiving
+# ---------
+#
+# These views stand in for someone else's site: they check each request the way any
+# Standard Webhooks receiver would, and log it so the demo can show what arrived.
+
+
+def signature_is_valid(request):
+    """Return True when the request is signed with the secret of a target for this URL."""
+    # A real receiver keeps the secret it was given when it subscribed. This one lives in
+    # the sending project, so it looks the secrets up in the sender's own table: those of
+    # every WebhookTarget whose URL is the one this request came to. One URL may be
+    # subscribed to several events, each target with its own secret, so any may match.
+    secrets = WebhookTarget.objects.filter(
+        target_url=request.build_absolute_uri()
+    ).values_list("secret", flat=True)
+    return any(
+        verify(
+            secret,
+            request.headers.get("webhook-id", ""),
+            request.headers.get("webhook-timestamp", ""),
+            request.body,
+            request.headers.get("webhook-signature", ""),
+        )
+        for secret in secrets
+    )
+
+
+def read_envelope(request):
+    """Return the JSON envelope sent, or None when the body does not hold one."""
+    if request.content_type == "application/x-www-form-urlencoded":
+        # Targets set to the form content type send the JSON in one ``payload`` field.
+        text = request.POST.get("payload", "")
+    else:
+        text = request.body.decode("utf-8", errors="replace")
+    try:
+        envelope = json.loads(text)
+    except ValueError:
+        return None
+    return envelope if isinstance(envelope, dict) else None
+
+
+def record(request, endpoint, verified, status):
+    """Store what arrived, and how the receiver answered it."""
+    envelope = read_envelope(request)
+    event_type = envelope.get("type") if envelope else ""
+    return ReceivedWebhook.objects.create(
+        endpoint=endpoint,
+        webhook_id=request.headers.get("webhook-id", "")[:255],
+        event_type=event_type if isinstance(event_type, str) else "",
+        body=envelope,
+        verified=verified,
+        response_status=status,
+    )
+
+
+@csrf_exempt
+@require_POST
+def receive_webhook(request):
+    """Accept a correctly signed webhook with 200; refuse anything else with 400."""
+    if not signature_is_valid(request):
+        record(request, ReceivedWebhook.Endpoint.RECEIVER, verified=False, status=400)
+        return HttpResponseBadRequest("Invalid webhook signature or timestamp.")
+    record(request, ReceivedWebhook.Endpoint.RECEIVER, verified=True, status=200)
+    return HttpResponse("Received.", content_type="text/plain")
+
+
+@csrf_exempt
+@require_POST
+def receive_webhook_flaky(request):
+    """Like ``receive_webhook``, but answer 503 the first time a webhook-id arrives."""
+    # A replayed delivery keeps its webhook-id, so ``manage.py webhooks_replay`` gets 200.
+    if not signature_is_valid(request):
+        record(request, ReceivedWebhook.Endpoint.FLAKY, verified=False, status=400)
+        return HttpResponseBadRequest("Invalid webhook signature or timestamp.")
+    seen = ReceivedWebhook.objects.filter(
+        endpoint=ReceivedWebhook.Endpoint.FLAKY,
+        webhook_id=request.headers.get("webhook-id", ""),
+        verified=True,
+    ).exists()
+    status = 200 if seen else 503
+    record(request, ReceivedWebhook.Endpoint.FLAKY, verified=True, status=status)
+    if not seen:
+        return HttpResponse("Down for a moment; try again.", status=503,
+                            content_type="text/plain")
+    return HttpResponse("Received, at last.", content_type="text/plain")
+
+
+class ReceivedWebhookListView(ListView):
+    """Every request the receivers got, newest first."""
+
+    model = ReceivedWebhook
+    paginate_by = 50

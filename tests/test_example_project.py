@@ -1,0 +1,77 @@
+"""Run the example project the way its README does, each command in a subprocess."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MANAGE = ROOT / "example_project" / "manage.py"
+
+
+def manage(tmp_path, *args, timeout=120):
+    """Run ``example_project/manage.py *args`` on a throwaway database; return the result."""
+    env = {**os.environ, "EXAMPLE_DB": str(tmp_path / "example.sqlite3")}
+    # This suite's own settings module must not leak into the example project.
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return subprocess.run(
+        [sys.executable, str(MANAGE), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def delivery_rows(output):
+    """Return the delivery log's rows as lists of cells."""
+    section = output.split("Delivery log", 1)[1].split("What the receivers got", 1)[0]
+    return [line.split() for line in section.splitlines() if re.match(r"\s+\d+\s", line)]
+
+
+@pytest.mark.example
+def test_webhooks_demo_runs_and_can_run_again(tmp_path):
+    for run in (1, 2):
+        result = manage(tmp_path, "webhooks_demo", timeout=60)
+        assert_ok(result)
+        output = result.stdout
+
+        rows = delivery_rows(output)
+        assert len(rows) == 3, output
+        # id, event, url, status, attempts, last status, webhook-id
+        assert all(row[3] == "succeeded" and row[5] == "200" for row in rows), output
+        flaky = [row for row in rows if row[2].endswith("/webhooks/flaky/")]
+        assert len(flaky) == 1, output
+        assert flaky[0][4] == "2", output
+        update_ids = {row[6] for row in rows if row[1] == "project.update"}
+        assert len(update_ids) == 1, "both targets of one event share its webhook-id"
+
+        assert "failed (503)" in output
+        assert "Replayed 1 delivery: 1 succeeded" in output
+        replayed = f"succeeded on replay (attempt 2) with the same webhook-id {flaky[0][6]}"
+        assert replayed in output
+        assert "4 requests, 4 with a valid signature, 0 rejected." in output
+        assert "All 3 deliveries succeeded" in output
+        if run == 2:
+            assert "project of an earlier run was deleted first" in output
+
+
+@pytest.mark.example
+def test_example_project_tests_pass(tmp_path):
+    result = manage(tmp_path, "test", "projects", "--noinput")
+    assert_ok(result)
+    assert re.search(r"Ran \d+ tests", result.stderr), result.stderr
+
+
+@pytest.mark.example
+def test_example_project_checks_and_migrations(tmp_path):
+    assert_ok(manage(tmp_path, "check", timeout=60))
+    assert_ok(manage(tmp_path, "makemigrations", "--check", "--dry-run", "projects", timeout=60))
