@@ -70,10 +70,17 @@ class SignatureVerificationError(WebhookError, SuspiciousOperation):
 class DeliveryError(WebhookError):
     """The HTTP request for a delivery did not produce a response."""
 
+    #: A few words for the attempt's ``notification``; the message has the details.
+    summary = "Request failed"
+
 
 class DeliveryTimeout(DeliveryError):
     """Connecting to, or reading from, the receiver took longer than allowed."""
 
+    summary = "Timed out"
+
 
 class DeliveryConnectionError(DeliveryError):
-    """The receiver could not be reached (DNS, refused connection, TLS...)."""
+    """The connection to the receiver failed (DNS, refused, reset, TLS...)."""
+
+    summary = "Connection failed"

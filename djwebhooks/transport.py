@@ -79,8 +79,8 @@ def post(url, body, headers, *, timeout, body_limit, session=None):
             )
     # Reading ``response.raw`` directly can raise urllib3's own errors, not requests'.
     except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
-        raise DeliveryTimeout(f"Timed out: {exc}") from exc
+        raise DeliveryTimeout(str(exc)) from exc
     except (requests.ConnectionError, urllib3.exceptions.ProtocolError) as exc:
-        raise DeliveryConnectionError(f"Could not connect: {exc}") from exc
+        raise DeliveryConnectionError(str(exc)) from exc
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-        raise DeliveryError(f"Request failed: {exc}") from exc
+        raise DeliveryError(str(exc)) from exc

@@ -158,7 +158,7 @@ class Senderable:
                 response_content_type="",
                 error=f"{type(exc).__name__}: {exc}",
                 duration=_elapsed_ms(started),
-                notification=str(exc).split(":", 1)[0],
+                notification=exc.summary,
             )
         else:
             result = AttemptResult(
