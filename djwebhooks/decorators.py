@@ -9,23 +9,20 @@
     deliveries = send_project_update(project, owner=request.user, identifier="acme")
 """
 
-import uuid
 import weakref
 from functools import partial
 
 import wrapt
 
 from djwebhooks.exceptions import SenderNotCallable
+from djwebhooks.senders.base import basic_hash_function
 from djwebhooks.senders.orm import orm_callable
+
+__all__ = ["base_hook", "basic_hash_function", "hook", "webhook", "HookFactory"]
 
 #: Every function decorated with an ``event``, mapped to that event, for the system checks.
 #: Weak, so hooks made on the fly (in tests, in factories) do not live forever.
 registry = weakref.WeakKeyDictionary()
-
-
-def basic_hash_function():
-    """Return a new message id: ``msg_`` and a random UUID in hex."""
-    return f"msg_{uuid.uuid4().hex}"
 
 
 def base_hook(sender_callable, hash_function, **dkwargs):

@@ -8,6 +8,7 @@ attempt: deciding whether and when to try again belongs to the backend, not the 
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import timezone
 from functools import cached_property
@@ -31,6 +32,11 @@ class AttemptResult:
     error: str
     duration: int  # milliseconds
     notification: str
+
+
+def basic_hash_function():
+    """Return a new message id: ``msg_`` and a random UUID in hex."""
+    return f"msg_{uuid.uuid4().hex}"
 
 
 def isoformat(moment):

@@ -15,7 +15,7 @@ from django.db import router, transaction
 
 from djwebhooks import conf
 from djwebhooks.exceptions import OwnerError, PayloadError, UnknownEventError
-from djwebhooks.senders.base import Senderable
+from djwebhooks.senders.base import Senderable, basic_hash_function
 
 _MISSING = object()
 #: The length of ``Delivery.hash_value``.
@@ -28,8 +28,6 @@ def send_event(event, payload, *, owner, identifier="", message_id=None):
     Returns the list of ``Delivery`` rows created (empty when nobody subscribed). The rows
     are written in the caller's transaction and sent once it commits.
     """
-    from djwebhooks.decorators import basic_hash_function
-
     check_event(event)
     owner_pk = check_owner(owner)
     identifier = check_identifier(identifier)
@@ -46,8 +44,6 @@ def send_event(event, payload, *, owner, identifier="", message_id=None):
 
 def orm_callable(wrapped, dkwargs, hash_value=None, *args, **kwargs):
     """Call the hooked function for its payload and send it to every matching target."""
-    from djwebhooks.decorators import basic_hash_function
-
     event = dkwargs.get("event")
     if not event:
         raise TypeError(
