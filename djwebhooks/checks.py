@@ -102,10 +102,12 @@ def check_backend(app_configs=None, **kwargs):
         return [
             checks.Warning(
                 "dj-webhooks is using the inline backend with DEBUG = False: every request "
-                "that sends a webhook waits for the receiver, and a failed attempt is not "
-                "retried.",
-                hint="In production, use a backend that sends outside the request and "
-                "retries, or accept the trade-off and silence this check with "
+                "that sends a webhook waits for the receivers, and failed attempts are "
+                "retried only if webhooks_worker runs.",
+                hint="In production, set DJWEBHOOKS['BACKEND'] to "
+                "'djwebhooks.backends.database.DatabaseBackend' and run "
+                "'manage.py webhooks_worker'; or keep the inline backend, run the worker for "
+                "its retries, and silence this check with "
                 "SILENCED_SYSTEM_CHECKS = ['djwebhooks.W001'].",
                 id="djwebhooks.W001",
             )

@@ -5,6 +5,7 @@ read when used, never at import time, so ``override_settings`` works everywhere.
 """
 
 import re
+from datetime import timedelta
 from numbers import Real
 
 from django.conf import settings as django_settings
@@ -29,7 +30,24 @@ DEFAULTS = {
     # Attribute of the owner sent as the envelope's "owner"; None means the user model's
     # USERNAME_FIELD, False leaves "owner" out of the envelope.
     "OWNER_FIELD": None,
+    # Seconds to wait before each retry of a failed delivery; [] never retries.
+    "RETRY_SCHEDULE": [5, 300, 1800, 7200, 18000, 36000, 36000],
+    # Each wait is randomised by up to this fraction either way (0.2 = ±20 %).
+    "RETRY_JITTER": 0.2,
+    # The longest wait a receiver's Retry-After header can ask for, in seconds.
+    "RETRY_AFTER_MAX": 6 * 3600,
+    # Seconds a worker holds the deliveries it claimed; after that another may take them.
+    "LEASE": 300,
+    # Seconds of failures without a single success after which a target is disabled when
+    # one more delivery to it fails for good; None never disables.
+    "DISABLE_AFTER": 5 * 86400,
+    # Seconds a finished delivery is kept before ``webhooks_prune`` deletes it.
+    "RETENTION": 30 * 86400,
 }
+
+#: Settings given in seconds; a ``datetime.timedelta`` is accepted too.
+DURATION_KEYS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "RETRY_AFTER_MAX", "LEASE",
+                 "DISABLE_AFTER", "RETENTION")
 
 EVENT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
 EVENT_NAME_HELP = (
@@ -70,9 +88,29 @@ def get_events():
     )
 
 
+def get_seconds(key):
+    """Return a duration setting in seconds (a float), or None where None is allowed."""
+    value = get_setting(key)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return None if value is None else float(value)
+
+
 def get_timeouts():
     """Return ``(connect, read)`` timeouts in seconds, as requests expects them."""
-    return (float(get_setting("CONNECT_TIMEOUT")), float(get_setting("READ_TIMEOUT")))
+    return (get_seconds("CONNECT_TIMEOUT"), get_seconds("READ_TIMEOUT"))
+
+
+def get_retry_policy():
+    """Return the ``RetryPolicy`` built from the retry settings."""
+    from djwebhooks.retry import RetryPolicy
+
+    schedule = [
+        delay.total_seconds() if isinstance(delay, timedelta) else delay
+        for delay in get_setting("RETRY_SCHEDULE")
+    ]
+    return RetryPolicy(schedule, jitter=get_setting("RETRY_JITTER"),
+                       retry_after_max=get_seconds("RETRY_AFTER_MAX"))
 
 
 def get_user_agent():
@@ -96,10 +134,28 @@ def settings_problems():
     for key in raw:
         if key not in DEFAULTS:
             yield key, f"Unknown key {key!r} in settings.DJWEBHOOKS."
-    for key in ("CONNECT_TIMEOUT", "READ_TIMEOUT"):
+    for key in DURATION_KEYS:
         value = raw.get(key, DEFAULTS[key])
-        if isinstance(value, bool) or not isinstance(value, Real) or value <= 0:
-            yield key, f"DJWEBHOOKS[{key!r}] must be a positive number of seconds, got {value!r}."
+        if value is None and key == "DISABLE_AFTER":
+            continue
+        if not _is_positive_duration(value):
+            yield key, (
+                f"DJWEBHOOKS[{key!r}] must be a positive number of seconds (or a timedelta), "
+                f"got {value!r}."
+            )
+    schedule = raw.get("RETRY_SCHEDULE", DEFAULTS["RETRY_SCHEDULE"])
+    if not isinstance(schedule, (list, tuple)) or not all(
+        _is_positive_duration(delay) for delay in schedule
+    ):
+        yield "RETRY_SCHEDULE", (
+            "DJWEBHOOKS['RETRY_SCHEDULE'] must be a list of positive numbers of seconds (or "
+            f"timedeltas), got {schedule!r}."
+        )
+    jitter = raw.get("RETRY_JITTER", DEFAULTS["RETRY_JITTER"])
+    if isinstance(jitter, bool) or not isinstance(jitter, Real) or not 0 <= jitter < 1:
+        yield "RETRY_JITTER", (
+            f"DJWEBHOOKS['RETRY_JITTER'] must be a fraction from 0 to below 1, got {jitter!r}."
+        )
     limit = raw.get("RESPONSE_BODY_LIMIT", DEFAULTS["RESPONSE_BODY_LIMIT"])
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         yield (
@@ -120,3 +176,9 @@ def settings_problems():
             "DJWEBHOOKS['OWNER_FIELD'] must be an attribute name, None or False, "
             f"got {owner_field!r}."
         )
+
+
+def _is_positive_duration(value):
+    if isinstance(value, timedelta):
+        return value.total_seconds() > 0
+    return not isinstance(value, bool) and isinstance(value, Real) and value > 0

@@ -1,67 +1,103 @@
 """The one sending path: every backend calls ``deliver(delivery_id)``.
 
 This module is the only one that writes ``DeliveryAttempt`` rows and moves a
-``Delivery``'s status. It never decides *when* it runs: backends do.
+``Delivery``'s status (and, with it, its target's health). It never decides *when* it
+runs: backends and the worker do.
 """
 
+import contextlib
 import logging
+import threading
+from datetime import timedelta
+from functools import partial
 
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from djwebhooks.models import Delivery, DeliveryAttempt
+from djwebhooks import conf, signals
+from djwebhooks.exceptions import CancelDelivery
+from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
 
 logger = logging.getLogger("djwebhooks.delivery")
 
+_sqlite_lock = threading.RLock()
+
+
+def serialized(using):
+    """Hold a process-wide lock on SQLite, a no-op elsewhere.
+
+    SQLite allows one writer at a time, and its shared-cache in-memory databases fail at
+    once instead of waiting; so the worker's threads take turns for their (short) database
+    work, while their HTTP requests still run side by side.
+    """
+    if connections[using].vendor == "sqlite":
+        return _sqlite_lock
+    return contextlib.nullcontext()
+
 
 def deliver(delivery_id, *, session=None):
-    """Make one attempt for the delivery ``delivery_id`` and record it.
+    """Make one attempt for the pending delivery ``delivery_id`` and record it.
 
     Returns the ``AttemptResult``, or None when nothing was sent: the delivery no longer
-    exists, has already succeeded, or its target is inactive (the delivery is then marked
-    failed). A receiver's failure is recorded, never raised.
+    exists or is not pending, its target is inactive (the delivery then fails), or a
+    ``delivery_sending`` receiver cancelled it. A receiver's failure is recorded, never
+    raised.
     """
     from djwebhooks.senders.orm import DjangoSenderable
 
-    delivery = (
-        Delivery.objects.select_related("webhook_target__owner").filter(pk=delivery_id).first()
-    )
-    if delivery is None:
-        logger.info("Delivery %s no longer exists; nothing to send.", delivery_id)
-        return None
-    if delivery.status == Delivery.Status.SUCCEEDED:
-        logger.info("Delivery %s has already succeeded; not sending it again.", delivery_id)
-        return None
-    if not delivery.webhook_target.is_active:
-        logger.info("Target of delivery %s is inactive; marking it failed.", delivery_id)
-        Delivery.objects.filter(pk=delivery.pk).update(
-            status=Delivery.Status.FAILED, next_attempt_at=None, modified=timezone.now()
+    with serialized(router.db_for_read(Delivery)):
+        delivery = (
+            Delivery.objects.select_related("webhook_target__owner")
+            .filter(pk=delivery_id)
+            .first()
         )
-        return None
+        if delivery is None:
+            logger.info("Delivery %s no longer exists; nothing to send.", delivery_id)
+            return None
+        if delivery.status != Delivery.Status.PENDING:
+            logger.info("Delivery %s is %s; not sending it.", delivery_id, delivery.status)
+            return None
+        if not delivery.webhook_target.is_active:
+            finish(delivery, Delivery.Status.FAILED, "target is inactive; nothing was sent")
+            return None
+        try:
+            signals.delivery_sending.send(sender=Delivery, delivery=delivery)
+        except CancelDelivery as exc:
+            finish(delivery, Delivery.Status.CANCELLED, f"cancelled: {exc}")
+            return None
     result = DjangoSenderable(delivery, session=session).send()
     log = logger.info if result.success else logger.warning
     log(
-        "Delivery %s (%s, %s) attempt %s: %s",
+        "Delivery %s (%s, %s) attempt %s: %s; %s",
         delivery.pk,
         delivery.event,
         delivery.hash_value,
         delivery.attempt,
         result.notification or result.error,
+        delivery.reason or delivery.status,
     )
     return result
 
 
-def record_attempt(delivery, result):
-    """Store ``result`` as the next ``DeliveryAttempt`` and update the delivery."""
-    status = Delivery.Status.SUCCEEDED if result.success else Delivery.Status.FAILED
-    with transaction.atomic(using=router.db_for_write(Delivery)):
+def record_attempt(delivery, result, *, now=None, policy=None):
+    """Store ``result`` as the next ``DeliveryAttempt``; move the delivery and its target on.
+
+    A failed attempt is given a retry time by the ``RetryPolicy`` (from settings unless
+    ``policy`` is given), or fails the delivery for good. ``now`` defaults to the time now.
+    """
+    now = now or timezone.now()
+    policy = policy or conf.get_retry_policy()
+    using = router.db_for_write(Delivery)
+    with serialized(using), transaction.atomic(using=using):
         # The row lock numbers attempts correctly when two senders finish at once.
         number = (
             Delivery.objects.select_for_update()
             .values_list("attempt", flat=True)
             .get(pk=delivery.pk)
         ) + 1
-        DeliveryAttempt.objects.create(
+        attempt = DeliveryAttempt.objects.create(
             delivery_id=delivery.pk,
             attempt=number,
             success=result.success,
@@ -72,28 +108,117 @@ def record_attempt(delivery, result):
             duration=result.duration,
             notification=result.notification[:255],
         )
-        now = timezone.now()
+        if result.success:
+            status, next_attempt_at, reason = Delivery.Status.SUCCEEDED, None, ""
+        else:
+            decision = policy.decide(
+                number,
+                now=now,
+                status=result.response_status,
+                exception=result.exception,
+                retry_after=result.retry_after,
+            )
+            status = Delivery.Status.PENDING if decision.retry else Delivery.Status.FAILED
+            next_attempt_at, reason = decision.retry_at, decision.reason[:255]
         Delivery.objects.filter(pk=delivery.pk).update(
             attempt=number,
             success=result.success,
             status=status,
             response_status=result.response_status,
-            next_attempt_at=None,
+            next_attempt_at=next_attempt_at,
+            reason=reason,
+            locked_by="",
+            locked_until=None,
             modified=now,
         )
-    delivery.attempt = number
-    delivery.success = result.success
-    delivery.status = status
-    delivery.response_status = result.response_status
-    delivery.next_attempt_at = None
+        disabled = update_health(
+            delivery.webhook_target_id,
+            success=result.success,
+            gone=result.response_status == 410,
+            final=status == Delivery.Status.FAILED,
+            now=now,
+        )
+    delivery.attempt, delivery.success, delivery.status = number, result.success, status
+    delivery.response_status, delivery.next_attempt_at = result.response_status, next_attempt_at
+    delivery.reason, delivery.locked_by, delivery.locked_until = reason, "", None
     delivery.modified = now
+    transaction.on_commit(
+        partial(_announce, delivery, attempt, disabled), using=using
+    )
+    return attempt
+
+
+def update_health(target_id, *, success, gone=False, final=False, now):
+    """Count a target's consecutive failures; disable it when it should stop receiving.
+
+    Returns the reason the target was disabled by this call, or None.
+    """
+    targets = WebhookTarget.objects.filter(pk=target_id)
+    if success:
+        targets.filter(consecutive_failures__gt=0).update(consecutive_failures=0,
+                                                          failing_since=None)
+        return None
+    targets.update(consecutive_failures=F("consecutive_failures") + 1,
+                   failing_since=Coalesce("failing_since", models.Value(now)))
+    reason = None
+    if gone:
+        reason = "the receiver answered 410 Gone"
+    elif final and conf.get_seconds("DISABLE_AFTER") is not None:
+        window = timedelta(seconds=conf.get_seconds("DISABLE_AFTER"))
+        if targets.filter(failing_since__lte=now - window).exists():
+            reason = f"every attempt failed for more than {_humanize(window)}"
+    if reason and targets.filter(is_active=True).update(
+        is_active=False, disabled_at=now, disabled_reason=reason
+    ):
+        logger.warning("Webhook target %s disabled: %s.", target_id, reason)
+        return reason
+    return None
+
+
+def finish(delivery, status, reason):
+    """End a delivery without an attempt (inactive target, cancelled)."""
+    now = timezone.now()
+    using = router.db_for_write(Delivery)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=status, next_attempt_at=None, reason=reason[:255], locked_by="",
+        locked_until=None, modified=now,
+    )
+    delivery.status, delivery.reason, delivery.next_attempt_at = status, reason[:255], None
+    delivery.locked_by, delivery.locked_until, delivery.modified = "", None, now
+    logger.info("Delivery %s %s: %s.", delivery.pk, status, reason)
+    if status == Delivery.Status.FAILED:
+        transaction.on_commit(
+            partial(signals.delivery_failed.send, sender=Delivery, delivery=delivery,
+                    attempt=None, reason=reason),
+            using=using,
+        )
+
+
+def _announce(delivery, attempt, disabled):
+    if delivery.status == Delivery.Status.SUCCEEDED:
+        signals.delivery_succeeded.send(sender=Delivery, delivery=delivery, attempt=attempt)
+    elif delivery.status == Delivery.Status.FAILED:
+        signals.delivery_failed.send(sender=Delivery, delivery=delivery, attempt=attempt,
+                                     reason=delivery.reason)
+    if disabled:
+        target = WebhookTarget.objects.get(pk=delivery.webhook_target_id)
+        signals.target_disabled.send(sender=WebhookTarget, target=target, reason=disabled)
+
+
+def _humanize(window):
+    days, seconds = window.days, window.seconds
+    if days and not seconds:
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{window.total_seconds():g} seconds"
 
 
 def replay(deliveries):
     """Send ``deliveries`` (a queryset or iterable of ids) again; return their ids.
 
     Each replay is a new attempt on the same ``Delivery``, with the same ``webhook-id``.
-    The deliveries are marked pending now and handed to the backend after commit.
+    The deliveries are made pending and due now, and handed to the backend after commit.
+    A replayed delivery that fails again is retried only while its attempts are within
+    ``RETRY_SCHEDULE``.
     """
     from djwebhooks.backends import get_backend
 
@@ -105,7 +230,8 @@ def replay(deliveries):
         return []
     now = timezone.now()
     Delivery.objects.filter(pk__in=ids).update(
-        status=Delivery.Status.PENDING, next_attempt_at=now, modified=now
+        status=Delivery.Status.PENDING, next_attempt_at=now, reason="replayed",
+        locked_by="", locked_until=None, modified=now,
     )
     transaction.on_commit(
         lambda: get_backend().enqueue(ids), using=router.db_for_write(Delivery)

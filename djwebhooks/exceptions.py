@@ -9,9 +9,11 @@
      ├── OwnerError                    (also TypeError)
      ├── PayloadError                  (also TypeError)
      ├── SignatureVerificationError    (also django.core.exceptions.SuspiciousOperation)
+     ├── CancelDelivery                raised by a delivery_sending receiver to cancel
      └── DeliveryError                 a request that did not produce a response
-          ├── DeliveryTimeout
-          └── DeliveryConnectionError
+          ├── DeliveryTimeout          retried, after a longer wait
+          ├── DeliveryConnectionError  retried
+          └── DeliveryInvalidURL       not retried
 
 Errors in how the app is configured or called are raised in the caller's stack.
 A receiver's failure never is: it is recorded as a ``DeliveryAttempt``.
@@ -72,15 +74,31 @@ class DeliveryError(WebhookError):
 
     #: A few words for the attempt's ``notification``; the message has the details.
     summary = "Request failed"
+    #: Whether trying again later may help.
+    retryable = True
+    #: Whether the receiver seems overloaded, so the next wait should be longer.
+    slow = False
 
 
 class DeliveryTimeout(DeliveryError):
     """Connecting to, or reading from, the receiver took longer than allowed."""
 
     summary = "Timed out"
+    slow = True
 
 
 class DeliveryConnectionError(DeliveryError):
     """The connection to the receiver failed (DNS, refused, reset, TLS...)."""
 
     summary = "Connection failed"
+
+
+class DeliveryInvalidURL(DeliveryError):
+    """The target URL cannot be requested at all (no scheme, unsupported scheme, bad host)."""
+
+    summary = "Invalid URL"
+    retryable = False
+
+
+class CancelDelivery(WebhookError):
+    """Raise from a ``delivery_sending`` receiver to cancel that delivery; give the reason."""

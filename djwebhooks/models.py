@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from model_utils import FieldTracker
 from model_utils.models import TimeStampedModel
 
 from djwebhooks import conf
@@ -58,6 +59,19 @@ class WebhookTarget(TimeStampedModel):
         help_text=_("Standard Webhooks secret (whsec_...) used to sign every request."),
     )
     is_active = models.BooleanField(_("active"), default=True)
+    consecutive_failures = models.PositiveIntegerField(
+        _("consecutive failures"), default=0,
+        help_text=_("Failed attempts since the last success."),
+    )
+    failing_since = models.DateTimeField(
+        _("failing since"), null=True, blank=True,
+        help_text=_("The first failed attempt since the last success."),
+    )
+    disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
+    disabled_reason = models.CharField(_("disabled because"), max_length=255, blank=True,
+                                       default="")
+
+    tracker = FieldTracker(fields=["is_active"])
 
     class Meta:
         verbose_name = _("webhook target")
@@ -75,6 +89,23 @@ class WebhookTarget(TimeStampedModel):
 
     def __str__(self):
         return f"{self.event} → {self.target_url}"
+
+    def save(self, *args, **kwargs):
+        if self.pk and self.is_active and self.tracker.has_changed("is_active"):
+            # Turned back on (in the admin or in code): start its health afresh.
+            self.reset_health()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], *self.HEALTH_FIELDS}
+        super().save(*args, **kwargs)
+
+    HEALTH_FIELDS = ("consecutive_failures", "failing_since", "disabled_at", "disabled_reason")
+
+    def reset_health(self):
+        """Forget past failures and any automatic disabling (the row is not saved)."""
+        self.consecutive_failures = 0
+        self.failing_since = None
+        self.disabled_at = None
+        self.disabled_reason = ""
 
     def clean(self):
         super().clean()
@@ -103,6 +134,16 @@ class DeliveryQuerySet(models.QuerySet):
         """Deliveries still waiting for an attempt."""
         return self.filter(status=Delivery.Status.PENDING)
 
+    def finished(self):
+        """Deliveries that will not be attempted again unless replayed."""
+        return self.exclude(status=Delivery.Status.PENDING)
+
+    def due(self, now):
+        """Pending deliveries whose next attempt is due and that no worker holds."""
+        return self.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now).filter(
+            models.Q(locked_until__isnull=True) | models.Q(locked_until__lt=now)
+        )
+
 
 class Delivery(TimeStampedModel):
     """One message to one target, with its status after the latest attempt."""
@@ -111,6 +152,7 @@ class Delivery(TimeStampedModel):
         PENDING = "pending", _("pending")
         SUCCEEDED = "succeeded", _("succeeded")
         FAILED = "failed", _("failed")
+        CANCELLED = "cancelled", _("cancelled")
 
     webhook_target = models.ForeignKey(
         WebhookTarget,
@@ -134,6 +176,18 @@ class Delivery(TimeStampedModel):
     response_status = models.PositiveSmallIntegerField(_("last response status"), null=True,
                                                        blank=True)
     next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    reason = models.CharField(
+        _("reason"), max_length=255, blank=True, default="",
+        help_text=_("Why the delivery is in its status: the retry scheduled, or why it stopped."),
+    )
+    locked_by = models.CharField(
+        _("claimed by"), max_length=255, blank=True, default="",
+        help_text=_("The worker sending it now."),
+    )
+    locked_until = models.DateTimeField(
+        _("claimed until"), null=True, blank=True,
+        help_text=_("When the worker's claim expires and another worker may take it."),
+    )
 
     objects = DeliveryQuerySet.as_manager()
 
@@ -144,6 +198,14 @@ class Delivery(TimeStampedModel):
         constraints = [
             models.UniqueConstraint(
                 fields=["hash_value", "webhook_target"], name="djwebhooks_unique_message_target"
+            )
+        ]
+        indexes = [
+            # Workers look only at pending rows by due time; finished ones are most rows.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="pending"),
+                name="djwebhooks_delivery_due",
             )
         ]
 

@@ -11,7 +11,12 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from djwebhooks.exceptions import DeliveryConnectionError, DeliveryError, DeliveryTimeout
+from djwebhooks.exceptions import (
+    DeliveryConnectionError,
+    DeliveryError,
+    DeliveryInvalidURL,
+    DeliveryTimeout,
+)
 
 _local = threading.local()
 
@@ -24,6 +29,7 @@ class Response:
     reason: str
     content_type: str
     body: bytes
+    retry_after: str = ""
 
     @property
     def ok(self):
@@ -63,7 +69,8 @@ def post(url, body, headers, *, timeout, body_limit, session=None):
 
     ``timeout`` is ``(connect, read)`` seconds. Redirects are not followed. At most
     ``body_limit`` bytes of the response body are read; the rest is never downloaded.
-    Raises ``DeliveryTimeout``, ``DeliveryConnectionError`` or ``DeliveryError``.
+    Raises ``DeliveryTimeout``, ``DeliveryConnectionError``, ``DeliveryInvalidURL`` or
+    ``DeliveryError``.
     """
     session = session or get_session()
     try:
@@ -76,7 +83,11 @@ def post(url, body, headers, *, timeout, body_limit, session=None):
                 reason=response.reason or "",
                 content_type=response.headers.get("Content-Type", ""),
                 body=content or b"",
+                retry_after=response.headers.get("Retry-After", ""),
             )
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema) as exc:
+        raise DeliveryInvalidURL(str(exc)) from exc
     # Reading ``response.raw`` directly can raise urllib3's own errors, not requests'.
     except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
         raise DeliveryTimeout(str(exc)) from exc

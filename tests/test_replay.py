@@ -17,6 +17,12 @@ from tests.receiver import Reply
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def no_retries(settings):
+    """Without retries, one failed attempt fails a delivery for good."""
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "RETRY_SCHEDULE": []}
+
+
 def run(*args):
     out, err = StringIO(), StringIO()
     call_command("webhooks_replay", *args, stdout=out, stderr=err)

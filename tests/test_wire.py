@@ -92,13 +92,24 @@ def test_success_is_recorded(make_target, user, receiver):
     assert attempt.duration >= 0
 
 
+def assert_retry_scheduled(delivery, seconds=5):
+    """The delivery waits for its second attempt, ``seconds`` (±20 %) after the first."""
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.PENDING
+    assert delivery.reason == "attempt 2 of 8: " + (
+        "scheduled retry" if seconds == 5 else "receiver overloaded, waiting longer"
+    )
+    wait = (delivery.next_attempt_at - delivery.attempts.get().created).total_seconds()
+    assert seconds * 0.8 - 0.1 <= wait <= seconds * 1.2 + 0.1
+    assert (delivery.locked_by, delivery.locked_until) == ("", None)
+
+
 def test_server_error_is_a_recorded_failure(make_target, user, receiver):
     receiver.default = Reply(status=500, body=b"boom")
     make_target()
     [delivery] = send_event("project.update", {"n": 1}, owner=user)
 
-    delivery.refresh_from_db()
-    assert delivery.status == Delivery.Status.FAILED
+    assert_retry_scheduled(delivery)
     assert delivery.success is False
     assert delivery.response_status == 500
     [attempt] = delivery.attempts.all()
@@ -114,8 +125,7 @@ def test_redirect_is_not_followed_and_counts_as_failure(make_target, user, recei
     [delivery] = send_event("project.update", {"n": 1}, owner=user)
 
     assert [r.path for r in receiver.requests] == ["/hook/"]
-    delivery.refresh_from_db()
-    assert delivery.status == Delivery.Status.FAILED
+    assert_retry_scheduled(delivery)
     assert delivery.response_status == 302
 
 
@@ -125,8 +135,7 @@ def test_timeout_is_recorded(settings, make_target, user, receiver):
     make_target()
     [delivery] = send_event("project.update", {"n": 1}, owner=user)
 
-    delivery.refresh_from_db()
-    assert delivery.status == Delivery.Status.FAILED
+    assert_retry_scheduled(delivery, seconds=10)  # twice as long after a timeout
     assert delivery.response_status is None
     [attempt] = delivery.attempts.all()
     assert attempt.error.startswith("DeliveryTimeout:")
@@ -138,8 +147,7 @@ def test_refused_connection_is_recorded(make_target, user, closed_port_url):
     make_target(target_url=closed_port_url)
     [delivery] = send_event("project.update", {"n": 1}, owner=user)
 
-    delivery.refresh_from_db()
-    assert delivery.status == Delivery.Status.FAILED
+    assert_retry_scheduled(delivery)
     [attempt] = delivery.attempts.all()
     assert attempt.error.startswith("DeliveryConnectionError:")
     assert attempt.response_status is None

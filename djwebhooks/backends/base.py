@@ -10,7 +10,8 @@ class BaseBackend:
 
     #: True when ``enqueue()`` has made the first attempt by the time it returns.
     sends_immediately = False
-    #: True when failed attempts are tried again without anyone replaying them.
+    #: True when failed attempts are retried by the backend's own machinery. (With the
+    #: inline backend, retries are made by ``webhooks_worker`` when it runs.)
     retries_failures = False
 
     def enqueue(self, delivery_ids):

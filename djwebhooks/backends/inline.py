@@ -11,19 +11,27 @@ class InlineBackend(BaseBackend):
     """Send each delivery in-process as soon as the caller's transaction commits.
 
     Simple and dependency-free, but the caller waits for every receiver, so a system
-    check warns when it is used with ``DEBUG = False``.
+    check warns when it is used with ``DEBUG = False``. A failed attempt is scheduled for
+    retry like any other, and ``webhooks_worker`` makes the retries when it runs.
     """
 
     sends_immediately = True
 
     def enqueue(self, delivery_ids):
-        """Deliver each id now, one after the other."""
+        """Claim the deliveries (so no worker sends them too), then deliver each one now."""
         from djwebhooks.delivery import deliver
+        from djwebhooks.worker import claim, default_worker_id
 
-        for delivery_id in delivery_ids:
+        try:
+            claimed = claim(f"inline:{default_worker_id()}", limit=len(delivery_ids),
+                            ids=delivery_ids)
+        except Exception:
+            # The caller's work has committed; a failure to send must not undo its
+            # response. The deliveries stay due, for a worker or a replay.
+            logger.exception("Could not claim webhook deliveries %s.", delivery_ids)
+            return
+        for delivery_id in claimed:
             try:
                 deliver(delivery_id)
             except Exception:
-                # The caller's work has committed; a failure to send must not undo its
-                # response. The delivery stays pending, to be replayed.
                 logger.exception("Could not deliver webhook delivery %s.", delivery_id)

@@ -9,7 +9,7 @@ attempt: deciding whether and when to try again belongs to the backend, not the 
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timezone
 from functools import cached_property
 from urllib.parse import urlencode
@@ -32,6 +32,10 @@ class AttemptResult:
     error: str
     duration: int  # milliseconds
     notification: str
+    #: The response's ``Retry-After`` header, if any.
+    retry_after: str = ""
+    #: The ``DeliveryError`` raised when no response came back.
+    exception: Exception | None = field(default=None, compare=False, repr=False)
 
 
 def basic_hash_function():
@@ -165,6 +169,7 @@ class Senderable:
                 error=f"{type(exc).__name__}: {exc}",
                 duration=_elapsed_ms(started),
                 notification=exc.summary,
+                exception=exc,
             )
         else:
             result = AttemptResult(
@@ -175,6 +180,7 @@ class Senderable:
                 error="",
                 duration=_elapsed_ms(started),
                 notification=f"{response.status} {response.reason}".strip(),
+                retry_after=response.retry_after,
             )
         self.notify(result)
         return result

@@ -12,6 +12,7 @@ from functools import lru_cache
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import router, transaction
+from django.utils import timezone
 
 from djwebhooks import conf
 from djwebhooks.exceptions import OwnerError, PayloadError, UnknownEventError
@@ -71,9 +72,11 @@ def create_deliveries(event, data, owner_pk, identifier, message_id):
     if not target_ids:
         return []
     using = router.db_for_write(Delivery)
+    now = timezone.now()
     deliveries = Delivery.objects.using(using).bulk_create(
         [
-            Delivery(webhook_target_id=pk, event=event, payload=data, hash_value=message_id)
+            Delivery(webhook_target_id=pk, event=event, payload=data, hash_value=message_id,
+                     next_attempt_at=now)
             for pk in target_ids
         ]
     )

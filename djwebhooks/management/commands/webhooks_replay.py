@@ -19,12 +19,18 @@ BATCH = 100
 STALE_PENDING_AFTER = timedelta(minutes=10)
 
 
+def parse_duration(value):
+    """Return the ``timedelta`` that ``30s``, ``15m``, ``2h``, ``3d`` or ``1w`` names, or None."""
+    match = DURATION_RE.match(value)
+    return timedelta(**{UNITS[match[2]]: int(match[1])}) if match else None
+
+
 def parse_since(value, now=None):
     """Return the moment ``value`` names: a duration ago (``2h``, ``3d``) or a date/time."""
     now = now or timezone.now()
-    match = DURATION_RE.match(value)
-    if match:
-        return now - timedelta(**{UNITS[match[2]]: int(match[1])})
+    duration = parse_duration(value)
+    if duration is not None:
+        return now - duration
     moment = parse_datetime(value)
     if moment is None:
         day = parse_date(value)

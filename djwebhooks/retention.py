@@ -1,0 +1,37 @@
+"""Deleting old finished deliveries, a batch at a time, without long locks."""
+
+from datetime import timedelta
+
+from django.db import router, transaction
+from django.utils import timezone
+
+from djwebhooks.models import Delivery, DeliveryAttempt
+
+
+def prune(older_than, *, batch_size=1000, now=None, on_batch=None):
+    """Delete finished deliveries last changed more than ``older_than`` ago, and their
+    attempts; return how many deliveries were deleted.
+
+    ``older_than`` is a ``timedelta`` or seconds. Pending deliveries are never deleted.
+    Each batch is its own short transaction; ``on_batch(deleted_so_far)`` is called after
+    each one.
+    """
+    if not isinstance(older_than, timedelta):
+        older_than = timedelta(seconds=older_than)
+    cutoff = (now or timezone.now()) - older_than
+    using = router.db_for_write(Delivery)
+    deleted = 0
+    while True:
+        with transaction.atomic(using=using):
+            ids = list(
+                Delivery.objects.using(using).finished().filter(modified__lt=cutoff)
+                .order_by("pk").values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                return deleted
+            # Attempts first, in one statement; then the deliveries, loading only their ids.
+            DeliveryAttempt.objects.using(using).filter(delivery_id__in=ids).delete()
+            Delivery.objects.using(using).filter(pk__in=ids).only("pk").delete()
+        deleted += len(ids)
+        if on_batch is not None:
+            on_batch(deleted)

@@ -1,0 +1,20 @@
+"""Signals sent while delivering. ``sender`` is always the ``Delivery`` or
+``WebhookTarget`` class; the instance and details come as keyword arguments.
+
+- ``delivery_sending(delivery)``: just before each attempt. A receiver may raise
+  ``djwebhooks.exceptions.CancelDelivery("why")`` to cancel the delivery: nothing is sent
+  and its status becomes ``cancelled``.
+- ``delivery_succeeded(delivery, attempt)``: an attempt succeeded.
+- ``delivery_failed(delivery, attempt, reason)``: the delivery failed for good (no retry).
+- ``target_disabled(target, reason)``: a target was disabled: it answered 410 Gone, or it
+  kept failing for longer than ``DJWEBHOOKS["DISABLE_AFTER"]``.
+
+The last three are sent after the database changes they report have been committed.
+"""
+
+from django.dispatch import Signal
+
+delivery_sending = Signal()
+delivery_succeeded = Signal()
+delivery_failed = Signal()
+target_disabled = Signal()

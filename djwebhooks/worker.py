@@ -1,0 +1,185 @@
+"""The database worker: claim due deliveries, send them on a pool of threads, repeat.
+
+Claiming is a short transaction (``SELECT ... FOR UPDATE SKIP LOCKED`` where the database
+has it) that stamps each row with the worker's id and a lease; the HTTP requests happen
+outside any transaction. A delivery whose worker died is claimed again when its lease
+expires, so nothing is lost; a message sent twice carries the same ``webhook-id``.
+"""
+
+import logging
+import os
+import queue
+import socket
+import threading
+from datetime import timedelta
+
+from django.db import DatabaseError, close_old_connections, connections, router, transaction
+from django.utils import timezone
+
+from djwebhooks import conf, transport
+from djwebhooks.delivery import deliver, serialized
+from djwebhooks.models import Delivery
+
+logger = logging.getLogger("djwebhooks.worker")
+
+
+def default_worker_id():
+    """Return ``host:pid``, which names this process in ``Delivery.locked_by``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(worker_id, *, limit, ids=None, now=None, lease=None):
+    """Claim up to ``limit`` due deliveries (among ``ids`` if given) and return their ids.
+
+    Rows locked by another transaction are skipped, not waited for; a row whose lease has
+    expired counts as due again.
+    """
+    now = now or timezone.now()
+    lease = conf.get_seconds("LEASE") if lease is None else lease
+    until = now + timedelta(seconds=lease)
+    using = router.db_for_write(Delivery)
+    with serialized(using), transaction.atomic(using=using):
+        due = Delivery.objects.using(using).due(now)
+        if ids is not None:
+            due = due.filter(pk__in=ids)
+        if connections[using].features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True)
+        candidates = list(due.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[
+            :limit
+        ])
+        if not candidates:
+            return []
+        # The conditions are checked again by the UPDATE itself, so two workers on a
+        # database without SKIP LOCKED still cannot both take a row.
+        Delivery.objects.using(using).due(now).filter(pk__in=candidates).update(
+            locked_by=worker_id, locked_until=until
+        )
+        return list(
+            Delivery.objects.using(using)
+            .filter(pk__in=candidates, locked_by=worker_id, locked_until=until)
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", flat=True)
+        )
+
+
+class Worker:
+    """Send due deliveries with ``concurrency`` threads until stopped.
+
+    ``burst`` stops once nothing is due; ``max_deliveries`` stops after that many;
+    ``stop()`` (from a signal handler, say) lets in-flight deliveries finish, then stops.
+    Each thread has its own HTTP session and database connection, so one slow receiver
+    holds up one thread, not the others.
+    """
+
+    def __init__(self, *, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
+                 worker_id=None, lease=None, clock=timezone.now):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.interval = interval
+        self.burst = burst
+        self.max_deliveries = max_deliveries
+        self.worker_id = worker_id or default_worker_id()
+        self.lease = lease
+        self.clock = clock
+        self.processed = 0
+        self._busy = 0
+        self._stopping = False
+        self._changed = threading.Condition()
+        self._queue = queue.SimpleQueue()
+
+    def stop(self):
+        """Claim nothing more; finish what is in flight, then return from ``run()``."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+
+    def run(self):
+        """Run until stopped; return the number of deliveries claimed and processed."""
+        logger.info("Worker %s started (concurrency %s).", self.worker_id, self.concurrency)
+        threads = [
+            threading.Thread(target=self._thread_main, name=f"djwebhooks-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._loop()
+        finally:
+            for _ in threads:
+                self._queue.put(None)
+            for thread in threads:
+                thread.join()
+            close_old_connections()
+        logger.info("Worker %s stopped after %s deliveries.", self.worker_id, self.processed)
+        return self.processed
+
+    def _loop(self):
+        failures = 0
+        while True:
+            with self._changed:
+                if self._stopping:
+                    return
+                room = self.concurrency - self._busy
+            if self.max_deliveries is not None:
+                room = min(room, self.max_deliveries - self.processed)
+                if room <= 0 and self._busy == 0:
+                    return
+            ids = []
+            if room > 0:
+                try:
+                    close_old_connections()
+                    ids = claim(self.worker_id, limit=room, now=self.clock(), lease=self.lease)
+                except DatabaseError as exc:
+                    failures += 1
+                    pause = min(30.0, self.interval * 2 ** min(failures, 5))
+                    logger.error("Worker %s cannot reach the database (%s); trying again in "
+                                 "%.1f s.", self.worker_id, exc, pause)
+                    connections.close_all()
+                    self._pause(pause)
+                    continue
+                if failures:
+                    logger.warning("Worker %s: the database is back.", self.worker_id)
+                    failures = 0
+            with self._changed:
+                self._busy += len(ids)
+            self.processed += len(ids)
+            for delivery_id in ids:
+                self._queue.put(delivery_id)
+            if not ids and self.burst:
+                with self._changed:
+                    if self._busy == 0:
+                        return
+            if not ids:
+                self._pause(self.interval)  # nothing due: poll again later
+            elif len(ids) == room:
+                with self._changed:  # every thread busy: wait until one is free
+                    self._changed.wait_for(
+                        lambda: self._stopping or self._busy < self.concurrency, self.interval
+                    )
+
+    def _pause(self, seconds):
+        with self._changed:
+            if not self._stopping:
+                self._changed.wait(seconds)
+
+    def _thread_main(self):
+        try:
+            while (delivery_id := self._queue.get()) is not None:
+                try:
+                    deliver(delivery_id)
+                except DatabaseError:
+                    # The claim stays until its lease expires; then a worker takes it again.
+                    logger.exception("Worker %s could not record delivery %s.",
+                                     self.worker_id, delivery_id)
+                    connections.close_all()
+                except Exception:
+                    logger.exception("Worker %s failed on delivery %s.", self.worker_id,
+                                     delivery_id)
+                finally:
+                    with self._changed:
+                        self._busy -= 1
+                        self._changed.notify_all()
+        finally:
+            transport.close_session()
+            connections.close_all()
