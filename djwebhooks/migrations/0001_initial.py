@@ -2,10 +2,11 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import djwebhooks.signing
 import model_utils.fields
 from django.conf import settings
 from django.db import migrations, models
+
+import djwebhooks.signing
 
 
 class Migration(migrations.Migration):
