@@ -59,7 +59,8 @@ class RetryPolicy:
         if exception is not None and not getattr(exception, "retryable", True):
             return RetryDecision(None, f"{type(exception).__name__}: not retried ({exception})")
         if attempt >= self.max_attempts:
-            return RetryDecision(None, f"gave up after {attempt} attempts")
+            plural = "s" if attempt != 1 else ""
+            return RetryDecision(None, f"gave up after {attempt} attempt{plural}")
         delay = self.schedule[attempt - 1] * (1 + self.jitter * (2 * self.random() - 1))
         slow = status == 429 or (exception is not None and getattr(exception, "slow", False))
         if slow:

@@ -63,6 +63,13 @@ def test_not_a_dict():
         {"USER_AGENT": "a\nb"},
         {"OWNER_FIELD": 3},
         {"BACKEND": None},
+        {"RETRY_SCHEDULE": 5},
+        {"RETRY_SCHEDULE": [5, -1]},
+        {"RETRY_JITTER": 1},
+        {"RETRY_AFTER_MAX": 0},
+        {"LEASE": "5m"},
+        {"DISABLE_AFTER": 0},
+        {"RETENTION": None},
     ],
 )
 def test_bad_values(bad):
@@ -104,6 +111,18 @@ def test_inline_backend_in_production():
 def test_no_events():
     assert ids({}, debug=True) == ["djwebhooks.W002"]
     assert ids(None, debug=True) == ["djwebhooks.W002"]
+
+
+def test_durations_accept_timedeltas(settings):
+    from datetime import timedelta
+
+    value = {"EVENTS": ["a"], "LEASE": timedelta(minutes=2),
+             "RETRY_SCHEDULE": [timedelta(seconds=1), 2], "DISABLE_AFTER": None}
+    assert ids(value, debug=True) == []
+    settings.DJWEBHOOKS = value
+    assert conf.get_seconds("LEASE") == 120
+    assert conf.get_seconds("DISABLE_AFTER") is None
+    assert conf.get_retry_policy().schedule == (1.0, 2.0)
 
 
 def test_get_setting_and_defaults(settings):

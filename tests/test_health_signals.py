@@ -1,0 +1,189 @@
+"""Endpoint health, automatic disabling, re-enabling, and the signals users connect to."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from djwebhooks import send_event, signals
+from djwebhooks.delivery import record_attempt
+from djwebhooks.exceptions import CancelDelivery
+from djwebhooks.models import Delivery, WebhookTarget
+from djwebhooks.retry import RetryPolicy
+from djwebhooks.senders.base import AttemptResult
+from tests.receiver import Reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAILURE = AttemptResult(success=False, response_status=500, response_message="",
+                        response_content_type="", error="", duration=1, notification="500")
+SUCCESS = AttemptResult(success=True, response_status=200, response_message="",
+                        response_content_type="", error="", duration=1, notification="200")
+
+
+@pytest.fixture
+def listen():
+    """Connect a recorder to a signal for the length of the test."""
+    connected = []
+
+    def connect(signal):
+        calls = []
+
+        def receiver(**kwargs):
+            calls.append(kwargs)
+
+        signal.connect(receiver, weak=False)
+        connected.append((signal, receiver))
+        return calls
+
+    yield connect
+    for signal, receiver in connected:
+        signal.disconnect(receiver)
+
+
+@pytest.fixture
+def pending(make_target, user, django_capture_on_commit_callbacks):
+    """A target and one pending delivery to it, not sent."""
+    target = make_target()
+    delivery = Delivery.objects.create(webhook_target=target, event="project.update",
+                                       hash_value="msg_h", next_attempt_at=timezone.now())
+    return target, delivery
+
+
+def test_failures_are_counted_and_a_success_resets_them(pending):
+    target, delivery = pending
+    now = timezone.now()
+    record_attempt(delivery, FAILURE, now=now)
+    record_attempt(delivery, FAILURE, now=now + timedelta(minutes=1))
+    target.refresh_from_db()
+    assert target.consecutive_failures == 2
+    assert target.failing_since == now  # the first failure of the run
+    record_attempt(delivery, SUCCESS)
+    target.refresh_from_db()
+    assert (target.consecutive_failures, target.failing_since) == (0, None)
+
+
+def test_a_target_failing_for_five_days_is_disabled_on_a_final_failure(pending, listen):
+    target, delivery = pending
+    disabled = listen(signals.target_disabled)
+    start = timezone.now() - timedelta(days=6)
+    no_retry = RetryPolicy([])
+
+    record_attempt(delivery, FAILURE, now=start, policy=RetryPolicy([60]))  # retried: kept
+    target.refresh_from_db()
+    assert target.is_active
+
+    record_attempt(delivery, FAILURE, now=timezone.now(), policy=no_retry)
+    target.refresh_from_db()
+    assert target.is_active is False
+    assert target.disabled_reason == "every attempt failed for more than 5 days"
+    assert [kw["reason"] for kw in disabled] == ["every attempt failed for more than 5 days"]
+
+
+def test_recent_failures_do_not_disable(pending):
+    target, delivery = pending
+    record_attempt(delivery, FAILURE, now=timezone.now() - timedelta(days=4),
+                   policy=RetryPolicy([]))
+    record_attempt(delivery, FAILURE, policy=RetryPolicy([]))
+    target.refresh_from_db()
+    assert target.is_active and target.consecutive_failures == 2
+
+
+def test_disabling_can_be_turned_off(settings, pending):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "DISABLE_AFTER": None}
+    target, delivery = pending
+    record_attempt(delivery, FAILURE, now=timezone.now() - timedelta(days=30),
+                   policy=RetryPolicy([]))
+    record_attempt(delivery, FAILURE, policy=RetryPolicy([]))
+    target.refresh_from_db()
+    assert target.is_active
+
+
+def test_re_enabling_resets_health(pending):
+    target, _ = pending
+    WebhookTarget.objects.filter(pk=target.pk).update(
+        is_active=False, consecutive_failures=9, failing_since=timezone.now(),
+        disabled_at=timezone.now(), disabled_reason="the receiver answered 410 Gone",
+    )
+    target.refresh_from_db()
+    target.identifier = "renamed"
+    target.save()  # saving without re-enabling keeps the record
+    target.refresh_from_db()
+    assert target.consecutive_failures == 9
+
+    target.is_active = True
+    target.save(update_fields=["is_active"])
+    target.refresh_from_db()
+    assert (target.consecutive_failures, target.failing_since, target.disabled_at,
+            target.disabled_reason) == (0, None, None, "")
+
+
+def test_admin_enable_action(client, django_user_model, pending):
+    target, _ = pending
+    WebhookTarget.objects.filter(pk=target.pk).update(
+        is_active=False, consecutive_failures=3, disabled_at=timezone.now(),
+        disabled_reason="the receiver answered 410 Gone",
+    )
+    client.force_login(django_user_model.objects.create_superuser("root", "r@x.org", "pw"))
+    url = reverse("admin:djwebhooks_webhooktarget_changelist")
+    html = client.get(url).content.decode()
+    assert "disabled: the receiver answered 410 Gone" in html
+    response = client.post(url, {"action": "enable_targets", "_selected_action": [target.pk]},
+                           follow=True)
+    assert "Enabled 1 target." in response.content.decode()
+    target.refresh_from_db()
+    assert target.is_active and target.consecutive_failures == 0
+
+
+def test_delivery_succeeded_signal(make_target, user, receiver, listen):
+    succeeded = listen(signals.delivery_succeeded)
+    make_target()
+    [delivery] = send_event("project.update", {"n": 1}, owner=user)
+    [call] = succeeded
+    assert call["sender"] is Delivery
+    assert call["delivery"].pk == delivery.pk
+    assert call["attempt"].attempt == 1 and call["attempt"].response_status == 200
+
+
+def test_signals_wait_for_commit(pending, listen):
+    from django.db import transaction
+
+    failed = listen(signals.delivery_failed)
+    _, delivery = pending
+    with transaction.atomic():
+        record_attempt(delivery, FAILURE, policy=RetryPolicy([]))
+        assert failed == []
+    assert [kw["reason"] for kw in failed] == ["gave up after 1 attempt"]
+
+
+def test_delivery_sending_can_cancel(make_target, user, receiver, listen):
+    def veto(delivery, **kwargs):
+        if delivery.payload.get("secret"):
+            raise CancelDelivery("payload marked secret")
+
+    signals.delivery_sending.connect(veto, dispatch_uid="test-veto")
+    try:
+        make_target()
+        [cancelled] = send_event("project.update", {"secret": True}, owner=user)
+        [sent] = send_event("project.update", {"secret": False}, owner=user)
+    finally:
+        signals.delivery_sending.disconnect(dispatch_uid="test-veto")
+    cancelled.refresh_from_db()
+    assert (cancelled.status, cancelled.reason) == ("cancelled", "cancelled: payload marked secret")
+    assert cancelled.attempts.count() == 0
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [sent.hash_value]
+
+
+def test_delivery_failed_signal_for_an_inactive_target(make_target, user, receiver, listen):
+    failed = listen(signals.delivery_failed)
+    receiver.default = Reply(status=200)
+    target = make_target()
+    from django.db import transaction
+
+    with transaction.atomic():
+        [delivery] = send_event("project.update", {}, owner=user)
+        WebhookTarget.objects.filter(pk=target.pk).update(is_active=False)
+    assert [(kw["delivery"].pk, kw["attempt"], kw["reason"]) for kw in failed] == [
+        (delivery.pk, None, "target is inactive; nothing was sent")
+    ]

@@ -1,0 +1,62 @@
+"""Retention: ``webhooks_prune`` and ``retention.prune``."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from djwebhooks.models import Delivery, DeliveryAttempt
+from djwebhooks.retention import prune
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def history(make_target):
+    """Deliveries of every status, some 40 days old, each with an attempt."""
+    target = make_target()
+    old = timezone.now() - timedelta(days=40)
+    made = {}
+    for age in ("old", "new"):
+        for status in Delivery.Status.values:
+            delivery = Delivery.objects.create(webhook_target=target, event="project.update",
+                                               hash_value=f"{age}-{status}", status=status)
+            delivery.attempts.create(attempt=1)
+            if age == "old":
+                Delivery.objects.filter(pk=delivery.pk).update(modified=old)
+            made[age, status] = delivery
+    return made
+
+
+def test_prune_deletes_old_finished_deliveries_and_their_attempts(history):
+    assert prune(timedelta(days=30), batch_size=2) == 3
+    left = set(Delivery.objects.values_list("hash_value", flat=True))
+    assert left == {"old-pending", "new-pending", "new-succeeded", "new-failed",
+                    "new-cancelled"}
+    assert DeliveryAttempt.objects.count() == 5
+
+
+def test_prune_reports_each_batch(history):
+    batches = []
+    prune(30 * 86400, batch_size=2, on_batch=batches.append)
+    assert batches == [2, 3]
+
+
+def test_command_uses_the_retention_setting(settings, history):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "RETENTION": timedelta(days=50)}
+    out = StringIO()
+    call_command("webhooks_prune", stdout=out)
+    assert out.getvalue().strip() == "Deleted 0 finished deliveries."
+    call_command("webhooks_prune", "--older-than", "30d", stdout=out)
+    assert "Deleted 3 finished deliveries." in out.getvalue()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--older-than", "a month"], "not a duration"),
+    (["--batch-size", "0"], "--batch-size must be a positive number"),
+])
+def test_command_refuses_bad_options(args, message, db):
+    with pytest.raises(CommandError, match=message):
+        call_command("webhooks_prune", *args, stdout=StringIO())

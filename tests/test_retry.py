@@ -1,0 +1,122 @@
+"""The retry decision on its own, with a controllable clock and no randomness."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from djwebhooks.exceptions import DeliveryConnectionError, DeliveryInvalidURL, DeliveryTimeout
+from djwebhooks.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_retry_after
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+
+
+def policy(**options):
+    options.setdefault("random", lambda: 0.5)  # no jitter: the middle of the range
+    return RetryPolicy(**options)
+
+
+def wait(decision):
+    return (decision.retry_at - NOW).total_seconds()
+
+
+def test_default_schedule_spans_about_27_hours():
+    assert DEFAULT_SCHEDULE == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert sum(DEFAULT_SCHEDULE) / 3600 == pytest.approx(27.6, abs=0.05)
+    assert RetryPolicy().max_attempts == 8
+
+
+@pytest.mark.parametrize("attempt", range(1, 8))
+def test_each_failed_attempt_waits_its_scheduled_time(attempt):
+    decision = policy().decide(attempt, now=NOW, status=500)
+    assert decision.retry
+    assert wait(decision) == DEFAULT_SCHEDULE[attempt - 1]
+    assert decision.reason == f"attempt {attempt + 1} of 8: scheduled retry"
+
+
+def test_gives_up_after_the_last_attempt():
+    decision = policy().decide(8, now=NOW, status=500)
+    assert not decision.retry
+    assert decision.retry_at is None
+    assert decision.reason == "gave up after 8 attempts"
+    assert not policy().decide(9, now=NOW, status=500).retry
+
+
+@pytest.mark.parametrize(("random", "factor"), [(0.0, 0.8), (1.0, 1.2), (0.25, 0.9)])
+def test_jitter_is_within_twenty_percent(random, factor):
+    decision = RetryPolicy(random=lambda: random).decide(2, now=NOW, status=500)
+    assert wait(decision) == pytest.approx(300 * factor)
+
+
+def test_no_jitter_when_disabled():
+    assert wait(RetryPolicy(jitter=0, random=lambda: 0.0).decide(1, now=NOW, status=500)) == 5
+
+
+def test_410_stops_at_once():
+    decision = policy().decide(1, now=NOW, status=410)
+    assert not decision.retry
+    assert "410 Gone" in decision.reason
+
+
+def test_invalid_url_stops_at_once():
+    decision = policy().decide(1, now=NOW, exception=DeliveryInvalidURL("No host supplied"))
+    assert not decision.retry
+    assert decision.reason == "DeliveryInvalidURL: not retried (No host supplied)"
+
+
+def test_connection_errors_are_retried():
+    decision = policy().decide(1, now=NOW, exception=DeliveryConnectionError("refused"))
+    assert wait(decision) == 5
+
+
+def test_timeouts_and_429_wait_longer():
+    assert wait(policy().decide(2, now=NOW, exception=DeliveryTimeout("read"))) == 600
+    decision = policy().decide(2, now=NOW, status=429)
+    assert wait(decision) == 600
+    assert decision.reason == "attempt 3 of 8: receiver overloaded, waiting longer"
+
+
+def test_retry_after_seconds_is_honoured():
+    decision = policy().decide(1, now=NOW, status=429, retry_after="120")
+    assert wait(decision) == 120
+    assert decision.reason == "attempt 2 of 8: Retry-After 120"
+
+
+def test_retry_after_never_shortens_the_schedule():
+    assert wait(policy().decide(3, now=NOW, status=503, retry_after="1")) == 1800
+
+
+def test_retry_after_http_date():
+    decision = policy().decide(1, now=NOW, status=503,
+                               retry_after="Sat, 28 Nov 2026 12:10:00 GMT")
+    assert wait(decision) == 600
+
+
+def test_retry_after_is_clamped():
+    decision = policy(retry_after_max=3600).decide(1, now=NOW, status=503,
+                                                   retry_after="999999")
+    assert wait(decision) == 3600
+
+
+def test_unreadable_retry_after_is_ignored():
+    decision = policy().decide(1, now=NOW, status=503, retry_after="soon")
+    assert wait(decision) == 5
+    assert decision.reason == "attempt 2 of 8: scheduled retry"
+
+
+def test_empty_schedule_never_retries():
+    decision = RetryPolicy([]).decide(1, now=NOW, status=500)
+    assert not decision.retry
+    assert decision.reason == "gave up after 1 attempt"
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("30", NOW) == 30
+    assert parse_retry_after(" 30 ", NOW) == 30
+    assert parse_retry_after("Sat, 28 Nov 2026 11:00:00 GMT", NOW) == 0  # in the past
+    assert parse_retry_after("-5", NOW) is None
+    assert parse_retry_after("", NOW) is None
+
+
+def test_decision_times_follow_the_clock_given():
+    later = NOW + timedelta(days=3)
+    assert policy().decide(1, now=later, status=500).retry_at == later + timedelta(seconds=5)

@@ -1,0 +1,287 @@
+"""The worker in-process: claiming, leases, retries against real receivers, stopping.
+
+Time is moved forward by giving the worker a clock, never by sleeping through delays.
+"""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import OperationalError, transaction
+from django.utils import timezone
+
+from djwebhooks import send_event, signals
+from djwebhooks.backends.inline import InlineBackend
+from djwebhooks.models import Delivery, WebhookTarget
+from djwebhooks.worker import Worker, claim
+from tests.receiver import Reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def database_backend(settings):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS,
+                           "BACKEND": "djwebhooks.backends.database.DatabaseBackend"}
+
+
+def run_worker(later=0, **options):
+    """Run a burst worker whose clock is ``later`` seconds ahead; return how many it took."""
+    options.setdefault("interval", 0.05)
+    return Worker(burst=True, clock=lambda: timezone.now() + timedelta(seconds=later),
+                  **options).run()
+
+
+def seconds_until_next_attempt(delivery):
+    delivery.refresh_from_db()
+    return (delivery.next_attempt_at - delivery.attempts.latest("attempt").created).total_seconds()
+
+
+def test_database_backend_leaves_sending_to_the_worker(make_target, user, receiver):
+    make_target()
+    deliveries = [send_event("project.update", {"n": n}, owner=user)[0] for n in range(12)]
+    assert receiver.requests == []
+    assert Delivery.objects.pending().count() == 12
+
+    assert run_worker(concurrency=3) == 12
+
+    assert Delivery.objects.filter(status="succeeded").count() == 12
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(
+        d.hash_value for d in deliveries
+    )
+    assert set(Delivery.objects.values_list("locked_by", "locked_until")) == {("", None)}
+
+
+def test_failed_attempt_is_retried_when_due(make_target, user, receiver):
+    receiver.replies = [Reply(status=500, body=b"oops")]
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+
+    run_worker()
+    assert 4 <= seconds_until_next_attempt(delivery) <= 6
+    assert delivery.status == "pending" and delivery.attempt == 1
+
+    assert run_worker() == 0  # not due yet
+    assert run_worker(later=7) == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempt, delivery.response_status) == ("succeeded", 2, 200)
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {delivery.hash_value}
+
+
+def test_429_with_retry_after(make_target, user, receiver):
+    receiver.replies = [Reply(status=429, headers={"Retry-After": "120"})]
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    run_worker()
+
+    assert 119 <= seconds_until_next_attempt(delivery) <= 121
+    assert delivery.reason == "attempt 2 of 8: Retry-After 120"
+    assert run_worker(later=60) == 0
+    assert run_worker(later=125) == 1
+    assert Delivery.objects.get(pk=delivery.pk).status == "succeeded"
+
+
+def test_410_stops_and_disables_the_target(make_target, user, receiver):
+    receiver.replies = [Reply(status=410)]
+    target = make_target()
+    disabled = []
+    signals.target_disabled.connect(lambda **kw: disabled.append(kw), weak=False,
+                                    dispatch_uid="test-410")
+    try:
+        [first] = send_event("project.update", {}, owner=user)
+        run_worker()
+    finally:
+        signals.target_disabled.disconnect(dispatch_uid="test-410")
+
+    first.refresh_from_db()
+    assert first.status == "failed"
+    assert first.reason == "410 Gone: the receiver asked for no more deliveries"
+    target.refresh_from_db()
+    assert target.is_active is False
+    assert target.disabled_reason == "the receiver answered 410 Gone"
+    assert target.disabled_at is not None
+    assert [(kw["target"].pk, kw["reason"]) for kw in disabled] == [
+        (target.pk, "the receiver answered 410 Gone")
+    ]
+
+
+def test_deliveries_of_a_target_disabled_meanwhile_stop(make_target, user, receiver):
+    target = make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    WebhookTarget.objects.filter(pk=target.pk).update(is_active=False)
+    run_worker()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.reason) == ("failed", "target is inactive; nothing was sent")
+    assert receiver.requests == []
+
+
+def test_timeout_waits_twice_as_long(settings, make_target, user, receiver):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "READ_TIMEOUT": 0.3}
+    receiver.replies = [Reply(delay=1)]
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    run_worker()
+    assert 8 <= seconds_until_next_attempt(delivery) <= 12
+    assert delivery.attempts.get().error.startswith("DeliveryTimeout: ")
+
+
+def test_refused_connection_is_retried(make_target, user, closed_port_url):
+    make_target(target_url=closed_port_url)
+    [delivery] = send_event("project.update", {}, owner=user)
+    run_worker()
+    assert 4 <= seconds_until_next_attempt(delivery) <= 6
+    assert delivery.attempts.get().notification == "Connection failed"
+
+
+def test_slow_drip_within_the_read_timeout_succeeds(settings, make_target, user, receiver):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "READ_TIMEOUT": 0.5}
+    receiver.replies = [Reply(body=b"x" * 10, drip=0.1)]
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    run_worker()
+    delivery.refresh_from_db()
+    assert delivery.status == "succeeded"
+    attempt = delivery.attempts.get()
+    assert attempt.response_message == "x" * 10
+    assert attempt.duration >= 900
+
+
+def test_drip_slower_than_the_read_timeout_is_a_timeout(settings, make_target, user, receiver):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "READ_TIMEOUT": 0.2}
+    receiver.replies = [Reply(body=b"xxxx", drip=0.6)]
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    run_worker()
+    assert 8 <= seconds_until_next_attempt(delivery) <= 12
+    assert delivery.attempts.get().notification == "Timed out"
+
+
+def test_invalid_url_fails_at_once(make_target, user):
+    make_target(target_url="http:///no-host")
+    [delivery] = send_event("project.update", {}, owner=user)
+    run_worker()
+    delivery.refresh_from_db()
+    assert delivery.status == "failed"
+    assert delivery.reason.startswith("DeliveryInvalidURL: not retried")
+
+
+def test_retries_run_out(settings, make_target, user, receiver):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "RETRY_SCHEDULE": [1]}
+    receiver.default = Reply(status=503)
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    failed = []
+    signals.delivery_failed.connect(lambda **kw: failed.append(kw), weak=False,
+                                    dispatch_uid="test-run-out")
+    try:
+        run_worker()
+        run_worker(later=2)
+    finally:
+        signals.delivery_failed.disconnect(dispatch_uid="test-run-out")
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempt) == ("failed", 2)
+    assert delivery.reason == "gave up after 2 attempts"
+    assert [(kw["delivery"].pk, kw["attempt"].attempt, kw["reason"]) for kw in failed] == [
+        (delivery.pk, 2, "gave up after 2 attempts")
+    ]
+
+
+def test_worker_retries_what_the_inline_backend_failed(settings, make_target, user, receiver):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS,
+                           "BACKEND": "djwebhooks.backends.inline.InlineBackend"}
+    receiver.replies = [Reply(status=502)]
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)  # sent inline, failed
+    assert Delivery.objects.get(pk=delivery.pk).status == "pending"
+    assert run_worker(later=7) == 1
+    assert Delivery.objects.get(pk=delivery.pk).status == "succeeded"
+    assert len(receiver.requests) == 2
+
+
+def test_inline_backend_does_not_send_what_a_worker_holds(make_target, user, receiver):
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    assert claim("other-worker", limit=10) == [delivery.pk]
+    InlineBackend().enqueue([delivery.pk])
+    assert receiver.requests == []
+
+
+def test_an_expired_lease_is_taken_over(make_target, user, receiver):
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    assert claim("dead-worker", limit=10, lease=60) == [delivery.pk]
+
+    assert run_worker(later=30) == 0  # the lease still holds
+    assert run_worker(later=61) == 1
+    delivery.refresh_from_db()
+    assert delivery.status == "succeeded"
+    assert delivery.locked_by == ""
+
+
+def test_claim_takes_the_oldest_due_first_and_respects_the_limit(make_target, user):
+    make_target()
+    first, second, third = (send_event("project.update", {}, owner=user)[0] for _ in range(3))
+    Delivery.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now()
+                                                + timedelta(hours=1))
+    assert claim("w", limit=1) == [second.pk]
+    assert claim("w", limit=5) == [third.pk]
+    assert claim("w", limit=5) == []
+    assert Delivery.objects.get(pk=second.pk).locked_by == "w"
+
+
+def test_max_deliveries(make_target, user, receiver):
+    make_target()
+    for n in range(10):
+        send_event("project.update", {"n": n}, owner=user)
+    assert run_worker(max_deliveries=3, concurrency=2) == 3
+    assert Delivery.objects.pending().count() == 7
+
+
+def test_stop_lets_in_flight_deliveries_finish(make_target, user, receiver):
+    receiver.default = Reply(delay=0.5)
+    make_target()
+    for n in range(6):
+        send_event("project.update", {"n": n}, owner=user)
+    worker = Worker(concurrency=2, interval=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(receiver.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert Delivery.objects.filter(status="succeeded").count() == 2
+    assert Delivery.objects.pending().filter(attempt=0, locked_by="").count() == 4
+
+
+def test_database_errors_while_claiming_are_waited_out(monkeypatch, make_target, user,
+                                                       receiver, caplog):
+    make_target()
+    send_event("project.update", {}, owner=user)
+    calls = []
+
+    def flaky_claim(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr("djwebhooks.worker.claim", flaky_claim)
+    assert run_worker(interval=0.01) == 1
+    assert "cannot reach the database" in caplog.text
+    assert "the database is back" in caplog.text
+
+
+def test_worker_rejects_bad_concurrency():
+    with pytest.raises(ValueError, match="concurrency"):
+        Worker(concurrency=0)
+
+
+def test_deliveries_rolled_back_never_reach_the_worker(make_target, user, receiver):
+    make_target()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        send_event("project.update", {}, owner=user)
+        raise RuntimeError
+    assert run_worker() == 0
