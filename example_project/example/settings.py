@@ -57,6 +57,13 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         # EXAMPLE_DB lets tests (and you) use a throwaway database file.
         "NAME": os.environ.get("EXAMPLE_DB") or BASE_DIR / "db.sqlite3",
+        "OPTIONS": {
+            # The web process and webhooks_worker write to this one file. IMMEDIATE makes
+            # each transaction wait its turn for the write lock (up to "timeout" seconds)
+            # instead of failing with "database is locked" when two of them meet.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
     }
 }
 
@@ -77,7 +84,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 
-# Show dj-webhooks' line per delivery attempt in the console (runserver, the shell).
+# Show dj-webhooks' line per delivery attempt in the console (webhooks_worker, the shell).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -88,9 +95,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 DJWEBHOOKS = {
     # Every event a hook may send, with the description the admin shows when you pick one
-    # for a WebhookTarget. BACKEND is left at its default: send inline, right after commit.
+    # for a WebhookTarget.
     "EVENTS": {
         "project.create": "A project was created.",
         "project.update": "A project's title or description was changed.",
     },
+    # Deliveries wait in the database (in the same transaction as the change they report),
+    # so the request never waits for receivers. The app's own worker sends them and makes
+    # the retries; run it beside runserver:
+    #     python example_project/manage.py webhooks_worker
+    "BACKEND": "djwebhooks.backends.database.DatabaseBackend",
 }

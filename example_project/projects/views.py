@@ -35,9 +35,10 @@ class ProjectUpdateView(LoginRequiredMixin, UpdateView):
         return Project.objects.filter(owner=self.request.user)
 
     def form_valid(self, form):
-        # The delivery rows are written in the same transaction as the edit, and
-        # dj-webhooks sends them once it commits: a receiver never hears of a change
-        # that was rolled back.
+        # The delivery rows are written in the same transaction as the edit: a receiver
+        # never hears of a change that was rolled back. Nothing is sent here; once the
+        # edit commits the rows are due, and the worker (manage.py webhooks_worker) sends
+        # them, so this response never waits for a receiver.
         with transaction.atomic():
             response = super().form_valid(form)
             project = self.object
@@ -46,7 +47,8 @@ class ProjectUpdateView(LoginRequiredMixin, UpdateView):
             )
         messages.success(
             self.request,
-            f"Saved {project}; project.update goes to {len(deliveries)} webhook target(s).",
+            f"Saved {project}; project.update is queued for {len(deliveries)} webhook "
+            "target(s).",
         )
         return response
 
@@ -56,6 +58,9 @@ class ProjectUpdateView(LoginRequiredMixin, UpdateView):
 #
 # These views stand in for someone else's site: they check each request the way any
 # Standard Webhooks receiver would, and log it so the demo can show what arrived.
+
+#: Seconds the flaky receiver asks for, in its 503's Retry-After header.
+FLAKY_RETRY_AFTER = 1
 
 
 def signature_is_valid(request):
@@ -121,8 +126,11 @@ def receive_webhook(request):
 @csrf_exempt
 @require_POST
 def receive_webhook_flaky(request):
-    """Like ``receive_webhook``, but answer 503 the first time a webhook-id arrives."""
-    # A replayed delivery keeps its webhook-id, so ``manage.py webhooks_replay`` gets 200.
+    """Like ``receive_webhook``, but answer 503 the first time a webhook-id arrives.
+
+    The 503 carries ``Retry-After: 1``: "try again in a second". dj-webhooks schedules
+    the retry no sooner than that, and a retry keeps its webhook-id, so it gets 200.
+    """
     if not signature_is_valid(request):
         record(request, ReceivedWebhook.Endpoint.FLAKY, verified=False, status=400)
         return HttpResponseBadRequest("Invalid webhook signature or timestamp.")
@@ -134,8 +142,10 @@ def receive_webhook_flaky(request):
     status = 200 if seen else 503
     record(request, ReceivedWebhook.Endpoint.FLAKY, verified=True, status=status)
     if not seen:
-        return HttpResponse("Down for a moment; try again.", status=503,
-                            content_type="text/plain")
+        response = HttpResponse("Down for a moment; try again in a second.", status=503,
+                                content_type="text/plain")
+        response["Retry-After"] = str(FLAKY_RETRY_AFTER)
+        return response
     return HttpResponse("Received, at last.", content_type="text/plain")
 
 
