@@ -36,7 +36,9 @@ class WebhookTargetAdmin(admin.ModelAdmin):
             return format_html('<span style="color:#c62828">{}</span>',
                                _("disabled: %(reason)s") % {"reason": obj.disabled_reason})
         if obj.consecutive_failures:
-            return _("%(count)d failures since %(since)s") % {
+            return ngettext("%(count)d failure since %(since)s",
+                            "%(count)d failures since %(since)s",
+                            obj.consecutive_failures) % {
                 "count": obj.consecutive_failures,
                 "since": date_format(localtime(obj.failing_since), "SHORT_DATETIME_FORMAT"),
             }

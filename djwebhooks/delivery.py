@@ -11,7 +11,15 @@ import threading
 from datetime import timedelta
 from functools import partial
 
-from django.db import connections, models, router, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    models,
+    router,
+    transaction,
+)
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -19,6 +27,7 @@ from django.utils import timezone
 from djwebhooks import conf, signals
 from djwebhooks.exceptions import CancelDelivery
 from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
+from djwebhooks.senders.base import AttemptResult
 
 logger = logging.getLogger("djwebhooks.delivery")
 
@@ -48,11 +57,7 @@ def deliver(delivery_id, *, session=None):
     from djwebhooks.senders.orm import DjangoSenderable
 
     with serialized(router.db_for_read(Delivery)):
-        delivery = (
-            Delivery.objects.select_related("webhook_target__owner")
-            .filter(pk=delivery_id)
-            .first()
-        )
+        delivery = _load(delivery_id)
         if delivery is None:
             logger.info("Delivery %s no longer exists; nothing to send.", delivery_id)
             return None
@@ -62,12 +67,28 @@ def deliver(delivery_id, *, session=None):
         if not delivery.webhook_target.is_active:
             finish(delivery, Delivery.Status.FAILED, "target is inactive; nothing was sent")
             return None
-        try:
-            signals.delivery_sending.send(sender=Delivery, delivery=delivery)
-        except CancelDelivery as exc:
+    try:
+        signals.delivery_sending.send(sender=Delivery, delivery=delivery)
+        sender = DjangoSenderable(delivery, session=session)
+    except CancelDelivery as exc:
+        with serialized(router.db_for_write(Delivery)):
             finish(delivery, Delivery.Status.CANCELLED, f"cancelled: {exc}")
-            return None
-    result = DjangoSenderable(delivery, session=session).send()
+        return None
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        # A bug or a bad setting (OWNER_FIELD, say), not the receiver's fault. Record it as
+        # a failed attempt, so it shows in the admin and is retried on the usual schedule
+        # (the cause may be fixed by then) instead of leaving the delivery stuck.
+        logger.exception("Delivery %s could not be prepared for sending.", delivery.pk)
+        result = AttemptResult(
+            success=False, response_status=None, response_message="",
+            response_content_type="", error=f"{type(exc).__name__}: {exc}", duration=0,
+            notification="Error before sending", exception=exc,
+        )
+        record_attempt(delivery, result)
+    else:
+        result = sender.send()
     log = logger.info if result.success else logger.warning
     log(
         "Delivery %s (%s, %s) attempt %s: %s; %s",
@@ -79,6 +100,18 @@ def deliver(delivery_id, *, session=None):
         delivery.reason or delivery.status,
     )
     return result
+
+
+def _load(delivery_id):
+    """Read the delivery with its target and owner, reconnecting once if the database
+    connection went away since the last use (a database restart): nothing was sent yet, so
+    trying again is safe."""
+    query = Delivery.objects.select_related("webhook_target__owner").filter(pk=delivery_id)
+    try:
+        return query.first()
+    except (InterfaceError, OperationalError):
+        connections[router.db_for_read(Delivery)].close()
+        return query.all().first()
 
 
 def record_attempt(delivery, result, *, now=None, policy=None):
@@ -201,8 +234,10 @@ def _announce(delivery, attempt, disabled):
         signals.delivery_failed.send(sender=Delivery, delivery=delivery, attempt=attempt,
                                      reason=delivery.reason)
     if disabled:
-        target = WebhookTarget.objects.get(pk=delivery.webhook_target_id)
-        signals.target_disabled.send(sender=WebhookTarget, target=target, reason=disabled)
+        # The target may have been deleted since; then there is no one to tell.
+        target = WebhookTarget.objects.filter(pk=delivery.webhook_target_id).first()
+        if target is not None:
+            signals.target_disabled.send(sender=WebhookTarget, target=target, reason=disabled)
 
 
 def _humanize(window):
@@ -216,7 +251,8 @@ def replay(deliveries):
     """Send ``deliveries`` (a queryset or iterable of ids) again; return their ids.
 
     Each replay is a new attempt on the same ``Delivery``, with the same ``webhook-id``.
-    The deliveries are made pending and due now, and handed to the backend after commit.
+    The deliveries are made pending and due now, and handed to the backend after commit;
+    one that a worker holds at this moment is left alone (and not in the list returned).
     A replayed delivery that fails again is retried only while its attempts are within
     ``RETRY_SCHEDULE``.
     """
@@ -229,10 +265,17 @@ def replay(deliveries):
     if not ids:
         return []
     now = timezone.now()
-    Delivery.objects.filter(pk__in=ids).update(
+    # A delivery a worker is sending right now keeps its claim: it is not replayed.
+    free = Delivery.objects.filter(pk__in=ids).filter(
+        models.Q(locked_until__isnull=True) | models.Q(locked_until__lt=now)
+    )
+    ids = list(free.values_list("pk", flat=True))
+    free.update(
         status=Delivery.Status.PENDING, next_attempt_at=now, reason="replayed",
         locked_by="", locked_until=None, modified=now,
     )
+    if not ids:
+        return []
     transaction.on_commit(
         lambda: get_backend().enqueue(ids), using=router.db_for_write(Delivery)
     )

@@ -65,12 +65,12 @@ class RetryPolicy:
         slow = status == 429 or (exception is not None and getattr(exception, "slow", False))
         if slow:
             delay *= SLOW_DOWN_FACTOR
+        why = "receiver overloaded, waiting longer" if slow else "scheduled retry"
         asked = parse_retry_after(retry_after, now) if retry_after else None
-        if asked is not None:
-            delay = max(delay, min(asked, self.retry_after_max))
-            why = f"Retry-After {retry_after}"
-        else:
-            why = "receiver overloaded, waiting longer" if slow else "scheduled retry"
+        if asked is not None and min(asked, self.retry_after_max) > delay:
+            # The receiver asked for longer than the schedule: its wish decides.
+            delay = min(asked, self.retry_after_max)
+            why = f"Retry-After {retry_after.strip()}"
         return RetryDecision(now + timedelta(seconds=delay),
                              f"attempt {attempt + 1} of {self.max_attempts}: {why}")
 

@@ -187,3 +187,31 @@ def test_delivery_failed_signal_for_an_inactive_target(make_target, user, receiv
     assert [(kw["delivery"].pk, kw["attempt"], kw["reason"]) for kw in failed] == [
         (delivery.pk, None, "target is inactive; nothing was sent")
     ]
+
+
+def test_an_error_before_sending_is_recorded_and_retried(settings, make_target, user,
+                                                         receiver):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "OWNER_FIELD": "no_such_attribute"}
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    delivery.refresh_from_db()
+    assert receiver.requests == []
+    assert (delivery.status, delivery.attempt) == ("pending", 1)
+    assert delivery.reason == "attempt 2 of 8: scheduled retry"
+    attempt = delivery.attempts.get()
+    assert attempt.notification == "Error before sending"
+    assert attempt.error.startswith("AttributeError: ")
+
+
+def test_a_failing_sending_receiver_is_recorded(make_target, user, receiver):
+    def broken(**kwargs):
+        raise KeyError("oops")
+
+    signals.delivery_sending.connect(broken, dispatch_uid="test-broken")
+    try:
+        make_target()
+        [delivery] = send_event("project.update", {}, owner=user)
+    finally:
+        signals.delivery_sending.disconnect(dispatch_uid="test-broken")
+    assert receiver.requests == []
+    assert delivery.attempts.get().error == "KeyError: 'oops'"

@@ -54,6 +54,17 @@ def test_replay_is_a_new_attempt_on_the_same_delivery(failed, receiver):
     assert first.body == second.body  # the same message, only the attempt is new
 
 
+def test_replay_leaves_a_delivery_a_worker_holds(failed, receiver):
+    from djwebhooks.worker import claim
+
+    Delivery.objects.filter(pk=failed.pk).update(status="pending", next_attempt_at=timezone.now())
+    assert claim("busy-worker", limit=1) == [failed.pk]
+    assert replay([failed.pk]) == []
+    failed.refresh_from_db()
+    assert failed.locked_by == "busy-worker"
+    assert len(receiver.requests) == 1
+
+
 def test_replay_accepts_ids_and_instances(failed):
     assert replay([failed]) == [failed.pk]
     assert replay([]) == []
@@ -82,7 +93,9 @@ def test_stale_pending_deliveries(settings, make_target, user, receiver):
                                        "BACKEND": "tests.test_backends.RecordingBackend"}):
         [stale] = send_event("project.update", {"n": 1}, owner=user)
         [fresh] = send_event("project.update", {"n": 2}, owner=user)
-    Delivery.objects.filter(pk=stale.pk).update(modified=timezone.now() - timedelta(minutes=11))
+    Delivery.objects.filter(pk=stale.pk).update(
+        next_attempt_at=timezone.now() - timedelta(minutes=11)
+    )
 
     out, _ = run()
     assert "nothing to replay" in out

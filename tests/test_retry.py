@@ -82,7 +82,12 @@ def test_retry_after_seconds_is_honoured():
 
 
 def test_retry_after_never_shortens_the_schedule():
-    assert wait(policy().decide(3, now=NOW, status=503, retry_after="1")) == 1800
+    decision = policy().decide(3, now=NOW, status=503, retry_after="1")
+    assert wait(decision) == 1800
+    assert decision.reason == "attempt 4 of 8: scheduled retry"  # the schedule decided
+    decision = policy().decide(2, now=NOW, status=429, retry_after="3")
+    assert (wait(decision), decision.reason) == (600, "attempt 3 of 8: receiver overloaded, "
+                                                      "waiting longer")
 
 
 def test_retry_after_http_date():

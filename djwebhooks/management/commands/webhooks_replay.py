@@ -14,8 +14,8 @@ from djwebhooks.models import Delivery
 DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 BATCH = 100
-#: A delivery still pending this long after its last change was left behind by a process
-#: that stopped between its commit and its send.
+#: A pending delivery overdue by this much is not being picked up: no worker runs, or the
+#: process that was to send it stopped.
 STALE_PENDING_AFTER = timedelta(minutes=10)
 
 
@@ -60,9 +60,9 @@ class Command(BaseCommand):
         parser.add_argument("--owner", help="Only targets of the user with this username.")
         parser.add_argument("--limit", type=int, help="Replay at most this many deliveries.")
         parser.add_argument("--stale-pending", action="store_true",
-                            help="Also replay deliveries still pending 10 minutes after their "
-                            "last change (left behind by a process that stopped before "
-                            "sending).")
+                            help="Also replay pending deliveries overdue by 10 minutes or "
+                            "more, that no worker holds (no worker runs, or the process "
+                            "that was to send them stopped).")
         parser.add_argument("--dry-run", action="store_true",
                             help="List what would be replayed, and send nothing.")
 
@@ -70,9 +70,7 @@ class Command(BaseCommand):
                stale_pending=False, dry_run=False, verbosity=1, **options):
         deliveries = Delivery.objects.failed()
         if stale_pending:
-            deliveries = deliveries | Delivery.objects.pending().filter(
-                modified__lt=timezone.now() - STALE_PENDING_AFTER
-            )
+            deliveries = deliveries | Delivery.objects.due(timezone.now() - STALE_PENDING_AFTER)
         if since:
             deliveries = deliveries.filter(created__gte=parse_since(since))
         if event:
@@ -119,12 +117,11 @@ class Command(BaseCommand):
         counts = dict.fromkeys(Delivery.Status.values, 0)
         for status in Delivery.objects.filter(pk__in=ids).values_list("status", flat=True):
             counts[status] += 1
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Replayed {_count(len(ids))}: {counts['succeeded']} succeeded, "
-                f"{counts['failed']} failed, {counts['pending']} pending."
-            )
-        )
+        summary = (f"Replayed {_count(len(ids))}: {counts['succeeded']} succeeded, "
+                   f"{counts['failed']} failed, {counts['pending']} pending")
+        if counts["cancelled"]:
+            summary += f", {counts['cancelled']} cancelled"
+        self.stdout.write(self.style.SUCCESS(summary + "."))
 
 
 def _count(number):
