@@ -124,12 +124,11 @@ def record_attempt(delivery, result, *, now=None, policy=None):
     policy = policy or conf.get_retry_policy()
     using = router.db_for_write(Delivery)
     with serialized(using), transaction.atomic(using=using):
-        # The row lock numbers attempts correctly when two senders finish at once.
-        number = (
-            Delivery.objects.select_for_update()
-            .values_list("attempt", flat=True)
-            .get(pk=delivery.pk)
-        ) + 1
+        # Write first: the UPDATE locks the row, so two senders finishing at once number
+        # their attempts one after the other; and SQLite, which cannot turn a reading
+        # transaction into a writing one while another connection writes, waits its turn.
+        Delivery.objects.filter(pk=delivery.pk).update(attempt=F("attempt") + 1)
+        number = Delivery.objects.values_list("attempt", flat=True).get(pk=delivery.pk)
         attempt = DeliveryAttempt.objects.create(
             delivery_id=delivery.pk,
             attempt=number,

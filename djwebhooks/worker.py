@@ -38,15 +38,22 @@ def claim(worker_id, *, limit, ids=None, now=None, lease=None):
     lease = conf.get_seconds("LEASE") if lease is None else lease
     until = now + timedelta(seconds=lease)
     using = router.db_for_write(Delivery)
+    due = Delivery.objects.using(using).due(now)
+    if ids is not None:
+        due = due.filter(pk__in=ids)
+    due = due.order_by("next_attempt_at", "pk")
+    claimed = Delivery.objects.using(using).filter(locked_by=worker_id, locked_until=until)
     with serialized(using), transaction.atomic(using=using):
-        due = Delivery.objects.using(using).due(now)
-        if ids is not None:
-            due = due.filter(pk__in=ids)
+        if connections[using].vendor == "sqlite":
+            # One statement that writes: SQLite cannot turn a reading transaction into a
+            # writing one while another connection writes, but waits to start a write.
+            Delivery.objects.using(using).filter(
+                pk__in=due.values("pk")[:limit]
+            ).update(locked_by=worker_id, locked_until=until)
+            return list(claimed.order_by("next_attempt_at", "pk").values_list("pk", flat=True))
         if connections[using].features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True)
-        candidates = list(due.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[
-            :limit
-        ])
+        candidates = list(due.values_list("pk", flat=True)[:limit])
         if not candidates:
             return []
         # The conditions are checked again by the UPDATE itself, so two workers on a
@@ -55,8 +62,7 @@ def claim(worker_id, *, limit, ids=None, now=None, lease=None):
             locked_by=worker_id, locked_until=until
         )
         return list(
-            Delivery.objects.using(using)
-            .filter(pk__in=candidates, locked_by=worker_id, locked_until=until)
+            claimed.filter(pk__in=candidates)
             .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)
         )
@@ -111,7 +117,8 @@ class Worker:
             for thread in threads:
                 thread.join()
             close_old_connections()
-        logger.info("Worker %s stopped after %s deliveries.", self.worker_id, self.processed)
+        logger.info("Worker %s stopped after %s %s.", self.worker_id, self.processed,
+                    "delivery" if self.processed == 1 else "deliveries")
         return self.processed
 
     def _loop(self):
