@@ -42,27 +42,28 @@ def claim(worker_id, *, limit, ids=None, now=None, lease=None):
     if ids is not None:
         due = due.filter(pk__in=ids)
     due = due.order_by("next_attempt_at", "pk")
-    claimed = Delivery.objects.using(using).filter(locked_by=worker_id, locked_until=until)
-    with serialized(using), transaction.atomic(using=using):
-        if connections[using].vendor == "sqlite":
-            # One statement that writes: SQLite cannot turn a reading transaction into a
-            # writing one while another connection writes, but waits to start a write.
-            Delivery.objects.using(using).filter(
-                pk__in=due.values("pk")[:limit]
-            ).update(locked_by=worker_id, locked_until=until)
-            return list(claimed.order_by("next_attempt_at", "pk").values_list("pk", flat=True))
-        if connections[using].features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True)
+    sqlite = connections[using].vendor == "sqlite"
+    if sqlite:
+        # Read before the transaction: SQLite cannot turn a reading transaction into a
+        # writing one while another connection writes, but it waits to start a write.
         candidates = list(due.values_list("pk", flat=True)[:limit])
         if not candidates:
             return []
-        # The conditions are checked again by the UPDATE itself, so two workers on a
-        # database without SKIP LOCKED still cannot both take a row.
+    with serialized(using), transaction.atomic(using=using):
+        if not sqlite:
+            if connections[using].features.has_select_for_update_skip_locked:
+                due = due.select_for_update(skip_locked=True)
+            candidates = list(due.values_list("pk", flat=True)[:limit])
+            if not candidates:
+                return []
+        # The UPDATE checks the conditions again, so two workers on a database without
+        # SKIP LOCKED (or with SQLite's read outside the transaction) cannot both take a row.
         Delivery.objects.using(using).due(now).filter(pk__in=candidates).update(
             locked_by=worker_id, locked_until=until
         )
         return list(
-            claimed.filter(pk__in=candidates)
+            Delivery.objects.using(using)
+            .filter(pk__in=candidates, locked_by=worker_id, locked_until=until)
             .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)
         )

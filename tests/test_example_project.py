@@ -44,20 +44,37 @@ def test_webhooks_demo_runs_and_can_run_again(tmp_path):
         assert_ok(result)
         output = result.stdout
 
+        assert "Backend:   djwebhooks.backends.database.DatabaseBackend" in output
         rows = delivery_rows(output)
         assert len(rows) == 3, output
-        # id, event, url, status, attempts, last status, webhook-id
-        assert all(row[3] == "succeeded" and row[5] == "200" for row in rows), output
+        # id, event, url, status, attempts, HTTP per attempt, webhook-id, reason
+        assert all(row[3] == "succeeded" for row in rows), output
         flaky = [row for row in rows if row[2].endswith("/webhooks/flaky/")]
         assert len(flaky) == 1, output
-        assert flaky[0][4] == "2", output
+        assert flaky[0][4:6] == ["2", "503,200"], output
+        others = [row for row in rows if row is not flaky[0]]
+        assert all(row[4:6] == ["1", "200"] for row in others), output
         update_ids = {row[6] for row in rows if row[1] == "project.update"}
         assert len(update_ids) == 1, "both targets of one event share its webhook-id"
 
-        assert "failed (503)" in output
-        assert "Replayed 1 delivery: 1 succeeded" in output
-        replayed = f"succeeded on replay (attempt 2) with the same webhook-id {flaky[0][6]}"
-        assert replayed in output
+        # The requests only recorded the deliveries; the worker sent them afterwards.
+        before_worker = output.split("3. Run the worker", 1)[0]
+        for row in rows:
+            assert f"delivery #{row[0]} to " in before_worker, output
+        assert before_worker.count(": pending, 0 attempts") == 3, output
+        assert "python example_project/manage.py webhooks_worker" in output
+        assert re.search(r"attempt 1 answered 503 Service Unavailable\n\s+still pending, "
+                         r"attempt 2 of \d+: Retry-After 1 \(the worker tries again in 1\.\d s\)",
+                         output), output
+        assert "attempt 2 answered 200 OK" in output
+        assert "Finished: 4 attempts for 3 deliveries" in output
+        retried = re.search(r"Delivery #(\d+) got 503 \(Retry-After: 1\) on attempt 1; the worker "
+                            r"retried it (\d+\.\d) s later with the same webhook-id (\S+), and "
+                            r"attempt 2 succeeded\.", output)
+        assert retried, output
+        assert retried[1] == flaky[0][0] and retried[3] == flaky[0][6], output
+        assert 0.9 <= float(retried[2]) < 5, output
+
         assert "4 requests, 4 with a valid signature, 0 rejected." in output
         assert "All 3 deliveries succeeded" in output
         if run == 2:

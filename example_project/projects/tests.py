@@ -2,15 +2,24 @@
 
 import json
 import time
+from datetime import timedelta
+from io import StringIO
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.test import LiveServerTestCase, TestCase
+from django.core.management import call_command
+from django.test import LiveServerTestCase, TestCase, override_settings
 from django.urls import reverse
+from django.utils import timezone
 
+from djwebhooks.backends import get_backend
+from djwebhooks.backends.database import DatabaseBackend
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.signing import sign
 from djwebhooks.transport import close_session
+from djwebhooks.worker import Worker
 from projects.models import Project, ReceivedWebhook
+from projects.views import FLAKY_RETRY_AFTER
 
 RECEIVER_URL = "http://testserver" + reverse("projects:receiver")
 FLAKY_URL = "http://testserver" + reverse("projects:flaky-receiver")
@@ -130,6 +139,17 @@ class ReceiverViewTests(TestCase):
             self.post(url, envelope(), secret=secret, msg_id="msg_other").status_code, 503
         )
 
+    def test_flaky_receiver_asks_to_be_retried_in_a_second(self):
+        url = reverse("projects:flaky-receiver")
+        secret = self.flaky_target.secret
+        refused = self.post(url, envelope(), secret=secret)
+        self.assertEqual(refused.status_code, 503)
+        self.assertEqual(refused["Retry-After"], "1")
+        self.assertEqual(FLAKY_RETRY_AFTER, 1)
+        accepted = self.post(url, envelope(), secret=secret)
+        self.assertEqual(accepted.status_code, 200)
+        self.assertFalse(accepted.has_header("Retry-After"))
+
     def test_flaky_receiver_checks_signatures_first(self):
         url = reverse("projects:flaky-receiver")
         response = self.post(url, envelope(), secret=self.target.secret)
@@ -143,7 +163,7 @@ class ReceiverViewTests(TestCase):
 
 
 class ProjectWebhookTests(TestCase):
-    """Creating and editing projects records deliveries, sent once the edit commits."""
+    """Creating and editing projects records deliveries; the worker sends them later."""
 
     @classmethod
     def setUpTestData(cls):
@@ -164,20 +184,27 @@ class ProjectWebhookTests(TestCase):
         data = {"title": "Acme, renamed", "description": "New.", **data}
         return self.client.post(reverse("projects:edit", kwargs={"slug": slug}), data)
 
-    def test_editing_a_project_creates_a_delivery_sent_after_commit(self):
-        # execute=False: the delivery is recorded, and sending it (which happens on
-        # commit) is left undone, so nothing goes over the network.
-        with self.captureOnCommitCallbacks(execute=False) as callbacks:
+    def test_the_example_uses_the_database_backend(self):
+        self.assertIsInstance(get_backend(), DatabaseBackend)
+
+    def test_editing_a_project_records_a_delivery_for_the_worker(self):
+        # execute=True: the edit commits, and the backend is handed the delivery. The
+        # database backend sends nothing: the delivery waits, due now, for the worker (its
+        # target's port 9 would refuse a connection anyway).
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
             response = self.edit()
         self.assertRedirects(response, self.project.get_absolute_url())
+        self.assertEqual(len(callbacks), 1)
         delivery = Delivery.objects.get()
         self.assertEqual(delivery.webhook_target, self.target)
         self.assertEqual(delivery.event, "project.update")
         self.assertEqual(delivery.status, Delivery.Status.PENDING)
+        self.assertEqual(delivery.attempt, 0)
+        self.assertFalse(delivery.attempts.exists())
+        self.assertLessEqual(delivery.next_attempt_at, timezone.now())
         self.assertTrue(delivery.hash_value.startswith("msg_"))
         self.assertEqual(delivery.payload["title"], "Acme, renamed")
         self.assertEqual(delivery.payload["slug"], "acme")
-        self.assertEqual(len(callbacks), 1)
 
     def test_targets_for_other_identifiers_get_nothing(self):
         WebhookTarget.objects.filter(pk=self.target.pk).update(identifier="other")
@@ -224,24 +251,36 @@ class ProjectWebhookTests(TestCase):
 
 
 class EndToEndTests(LiveServerTestCase):
-    """A real delivery over HTTP, from the edit view to the receiver view on 127.0.0.1."""
+    """Real deliveries over HTTP, from the edit view through the worker to the receiver
+    views on 127.0.0.1."""
 
     def tearDown(self):
         close_session()
 
-    def test_an_edit_reaches_the_receiver_signed(self):
-        user = get_user_model().objects.create_user("audreyr")
-        project = Project.objects.create(owner=user, slug="acme", title="Acme")
-        WebhookTarget.objects.create(
+    def subscribe(self, user, url_name):
+        """Subscribe ``user``'s project "acme" to project.update at ``url_name``."""
+        return WebhookTarget.objects.create(
             owner=user,
             event="project.update",
             identifier="acme",
-            target_url=self.live_server_url + reverse("projects:receiver"),
+            target_url=self.live_server_url + reverse(url_name),
         )
+
+    def test_an_edit_reaches_the_receiver_signed(self):
+        user = get_user_model().objects.create_user("audreyr")
+        project = Project.objects.create(owner=user, slug="acme", title="Acme")
+        self.subscribe(user, "projects:receiver")
         self.client.force_login(user)
-        with self.assertLogs("djwebhooks.delivery", "INFO") as logs:
-            self.client.post(project.get_absolute_url(), {"title": "Acme 2", "description": ""})
-        self.assertIn("200 OK", logs.output[0])
+        self.client.post(project.get_absolute_url(), {"title": "Acme 2", "description": ""})
+        # The request only recorded the delivery; the worker sends it.
+        self.assertEqual(Delivery.objects.get().status, Delivery.Status.PENDING)
+        self.assertFalse(ReceivedWebhook.objects.exists())
+
+        out = StringIO()
+        with self.assertLogs("djwebhooks", "INFO") as logs:
+            call_command("webhooks_worker", "--burst", stdout=out)
+        self.assertTrue(any("attempt 1: 200 OK" in line for line in logs.output), logs.output)
+        self.assertIn("stopped after 1 delivery.", out.getvalue())
 
         delivery = Delivery.objects.get()
         self.assertEqual(delivery.status, Delivery.Status.SUCCEEDED)
@@ -252,3 +291,36 @@ class EndToEndTests(LiveServerTestCase):
         self.assertEqual(received.body["data"]["title"], "Acme 2")
         self.assertEqual(received.body["owner"], "audreyr")
         self.assertEqual(received.body["identifier"], "acme")
+
+    def test_the_worker_retries_the_flaky_receiver_when_it_asks(self):
+        user = get_user_model().objects.create_user("audreyr")
+        project = Project.objects.create(owner=user, slug="acme", title="Acme")
+        self.subscribe(user, "projects:flaky-receiver")
+        self.client.force_login(user)
+        self.client.post(project.get_absolute_url(), {"title": "Acme 2", "description": ""})
+
+        # A first wait shorter than the receiver's Retry-After, which therefore decides.
+        schedule = {**settings.DJWEBHOOKS, "RETRY_SCHEDULE": [0.5, 300], "RETRY_JITTER": 0}
+        with override_settings(DJWEBHOOKS=schedule), self.assertLogs("djwebhooks", "INFO"):
+            Worker(burst=True).run()
+            delivery = Delivery.objects.get()
+            self.assertEqual(delivery.status, Delivery.Status.PENDING)
+            self.assertEqual(delivery.response_status, 503)
+            self.assertEqual(delivery.reason, "attempt 2 of 3: Retry-After 1")
+            wait = delivery.next_attempt_at - delivery.attempts.get().created
+            self.assertAlmostEqual(wait.total_seconds(), 1, delta=0.2)
+
+            # Not due before the time Retry-After asked for; due, and sent again, after it.
+            before = delivery.next_attempt_at - timedelta(seconds=0.1)
+            self.assertEqual(Worker(burst=True, clock=lambda: before).run(), 0)
+            after = delivery.next_attempt_at + timedelta(seconds=0.1)
+            self.assertEqual(Worker(burst=True, clock=lambda: after).run(), 1)
+
+        delivery.refresh_from_db()
+        self.assertEqual(delivery.status, Delivery.Status.SUCCEEDED)
+        self.assertEqual(
+            [a.response_status for a in delivery.attempts.all()], [503, 200]
+        )
+        received = ReceivedWebhook.objects.order_by("pk")
+        self.assertEqual([r.response_status for r in received], [503, 200])
+        self.assertEqual({r.webhook_id for r in received}, {delivery.hash_value})

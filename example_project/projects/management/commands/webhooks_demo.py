@@ -1,7 +1,8 @@
-"""``manage.py webhooks_demo``: send real webhooks to this project, replay a failure, show all."""
+"""``manage.py webhooks_demo``: record webhooks in requests, send them with the worker, show all."""
 
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -14,38 +15,58 @@ from django.core.servers.basehttp import (
     WSGIRequestHandler,
     get_internal_wsgi_application,
 )
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from djwebhooks.models import Delivery, WebhookTarget
+from djwebhooks import conf
+from djwebhooks.backends import get_backend
+from djwebhooks.backends.database import DatabaseBackend
+from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
 from djwebhooks.transport import close_session
+from djwebhooks.worker import Worker
 from projects.models import Project, ReceivedWebhook
+from projects.views import FLAKY_RETRY_AFTER
 
 USERNAME = "demo"
 SLUG = "webhooks-demo"
 # Loggers that would report the flaky receiver's intended 503 as a problem; the demo
 # tells that story itself. Run with -v 2 to see them anyway.
 NOISY_LOGGERS = ["django.request", "django.server", "djwebhooks"]
+#: Seconds the worker has to finish this run's deliveries before the demo gives up.
+WORKER_DEADLINE = 15.0
+#: The first wait of RETRY_SCHEDULE during the demo: shorter than the flaky receiver's
+#: Retry-After, which therefore decides when the retry is made.
+DEMO_FIRST_RETRY = 0.5
 
 
 class Command(BaseCommand):
     help = (
-        "Send real, signed webhooks from this project to its own receiver views, replay the "
-        "one that failed, and print the delivery log."
+        "Send real, signed webhooks from this project to its own receiver views: the "
+        "requests only record them, the app's worker sends them and retries the one that "
+        "failed. Prints the delivery log."
     )
 
     def handle(self, *args, verbosity=1, **options):
         started = timezone.now()
         call_command("migrate", verbosity=0, interactive=False)
+        backend = get_backend()
+        if not isinstance(backend, DatabaseBackend):
+            raise CommandError(
+                f"This demo shows the database backend, but DJWEBHOOKS['BACKEND'] is "
+                f"{conf.get_setting('BACKEND')!r}. Set it to "
+                "'djwebhooks.backends.database.DatabaseBackend' in example/settings.py."
+            )
         user = self.demo_user()
 
         self.say(self.style.MIGRATE_HEADING("dj-webhooks demo"))
-        self.say("This project sends signed webhooks to its own receiver views over real HTTP:")
-        self.say("it creates a project (project.create), edits it (project.update), and")
-        self.say("replays the one delivery that failed.")
+        self.say("This project sends signed webhooks to its own receiver views over real HTTP.")
+        self.say("It creates a project (project.create) and edits it (project.update): each")
+        self.say("request only records its deliveries, and the app's worker sends them,")
+        self.say("retrying the one the flaky receiver refuses.")
         self.say()
         self.say(f"Database:  {settings.DATABASES['default']['NAME']} (migrated)")
+        self.say(f"Backend:   {type(backend).__module__}.{type(backend).__name__}")
 
         with DemoServer() as server, quiet(NOISY_LOGGERS, enabled=verbosity < 2):
             self.say(f"Receiving: {server.url}/ (this project's WSGI app, in a thread)")
@@ -64,29 +85,54 @@ class Command(BaseCommand):
                 title="Webhooks demo",
                 description="Created by manage.py webhooks_demo.",
             )
-            self.show_sent(step_start)
+            self.say("   recorded, not sent:")
+            self.show_recorded(step_start)
 
             self.heading("2. Edit it through the form view")
             edit_url = reverse("projects:edit", kwargs={"slug": project.slug})
             self.say(f"   POST {edit_url} -> ProjectUpdateView -> @hook(event='project.update')")
             step_start = timezone.now()
-            self.edit_project(user, edit_url)
-            self.show_sent(step_start)
+            took = self.edit_project(user, edit_url)
+            self.say(f"   the view answered 302 in {took * 1000:.0f} ms, without waiting for "
+                     "any receiver:")
+            self.show_recorded(step_start)
 
-            self.heading("3. Replay what failed")
-            self.say("   manage.py webhooks_replay: a new attempt, with the same webhook-id")
-            self.stdout.write("   ", ending="")
-            call_command("webhooks_replay", stdout=self.stdout, stderr=self.stderr)
+            ids = list(
+                Delivery.objects.filter(created__gte=started).order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            self.heading("3. Run the worker")
+            self.say("   A deployment runs the worker as a process of its own, beside the web "
+                     "server:")
+            self.say("       python example_project/manage.py webhooks_worker")
+            self.say("   It sends the due deliveries and makes the retries. Here the same Worker "
+                     "runs in a")
+            self.say("   thread, and is stopped once this run's deliveries are finished.")
+            first_wait = conf.get_retry_policy().schedule[:1]
+            if first_wait:
+                self.say(f"   (RETRY_SCHEDULE's first wait, {first_wait[0]:g} s, is "
+                         f"{DEMO_FIRST_RETRY:g} s here, so the receiver's Retry-After decides.)")
+            demo_settings = {
+                **conf.user_settings(),
+                "RETRY_SCHEDULE": [DEMO_FIRST_RETRY, *conf.get_setting("RETRY_SCHEDULE")[1:]],
+            }
+            with override_settings(DJWEBHOOKS=demo_settings):
+                finished = self.run_worker(ids)
 
         deliveries = list(
-            Delivery.objects.filter(created__gte=started)
+            Delivery.objects.filter(pk__in=ids)
             .select_related("webhook_target")
+            .prefetch_related("attempts")
             .order_by("pk")
         )
-        received = list(ReceivedWebhook.objects.filter(received__gte=started).order_by("pk"))
+        received = list(
+            ReceivedWebhook.objects.filter(
+                received__gte=started, webhook_id__in={d.hash_value for d in deliveries}
+            ).order_by("pk")
+        )
         self.show_deliveries(deliveries)
         self.show_received(received)
-        self.conclude(deliveries, received)
+        self.conclude(deliveries, received, finished)
 
     # Setting up
     # ----------
@@ -121,19 +167,102 @@ class Command(BaseCommand):
         return targets
 
     def edit_project(self, user, edit_url):
-        """Post the edit form as the project's owner, as a browser would."""
+        """Post the edit form as the project's owner, as a browser would; return the seconds."""
         # The test client runs the real URLconf, middleware, form and view in-process,
         # without needing a password or a CSRF token.
         client = Client(SERVER_NAME="127.0.0.1")
         client.force_login(user)
+        start = time.monotonic()
         response = client.post(
             edit_url,
             {"title": "Webhooks demo", "description": f"Edited at {timezone.now():%H:%M:%S}."},
         )
+        took = time.monotonic() - start
         if response.status_code != 302:
             raise CommandError(
                 f"The edit form answered {response.status_code} instead of redirecting."
             )
+        return took
+
+    # Sending
+    # -------
+
+    def run_worker(self, ids):
+        """Run the app's ``Worker`` in a thread until ``ids`` are finished; return True if so.
+
+        Prints each attempt as the worker records it.
+        """
+        worker = Worker(concurrency=4, interval=0.2)
+        failure = []
+
+        def work():
+            try:
+                worker.run()
+            except BaseException as exc:  # reported below, from the main thread
+                failure.append(exc)
+
+        start = timezone.now()
+        deadline = time.monotonic() + WORKER_DEADLINE
+        thread = threading.Thread(target=work, name="demo-worker", daemon=True)
+        thread.start()
+        reported = {}  # delivery id -> attempts printed
+        finished = False
+        try:
+            while not (finished or failure or time.monotonic() > deadline):
+                time.sleep(0.05)
+                finished = self.report_attempts(ids, reported, start)
+        finally:
+            # Lets the deliveries in flight finish; each of the worker's threads then closes
+            # its HTTP session and database connection.
+            worker.stop()
+            thread.join(timeout=WORKER_DEADLINE)
+        if failure:
+            raise CommandError(f"The worker stopped with an error: {failure[0]!r}")
+        if finished:
+            self.say(f"   Finished: {sum(reported.values())} attempts for {len(ids)} "
+                     "deliveries; the worker is stopped.")
+        else:
+            self.say(self.style.ERROR(
+                f"   The worker did not finish this run's deliveries within "
+                f"{WORKER_DEADLINE:g} s."
+            ))
+        return finished
+
+    def report_attempts(self, ids, reported, start):
+        """Print the attempts recorded since the last call, with where each delivery stands.
+
+        Returns True once none of the deliveries ``ids`` is pending.
+        """
+        # The attempts first: a delivery row is then at least as recent as its attempts.
+        attempts = list(
+            DeliveryAttempt.objects.filter(delivery_id__in=ids).order_by("created", "pk")
+        )
+        deliveries = {
+            d.pk: d for d in Delivery.objects.filter(pk__in=ids).select_related("webhook_target")
+        }
+        for attempt in attempts:
+            if attempt.attempt <= reported.get(attempt.delivery_id, 0):
+                continue
+            delivery = deliveries[attempt.delivery_id]
+            reported[attempt.delivery_id] = attempt.attempt
+            outcome = attempt.notification or attempt.error or "no response"
+            offset = (attempt.created - start).total_seconds()
+            self.say(f"   +{offset:.2f} s  #{delivery.pk} to {path_of(delivery)}: "
+                     f"attempt {attempt.attempt} answered {outcome}")
+            if attempt.attempt != delivery.attempt:
+                continue  # a later attempt is already recorded; it says where things stand
+            if delivery.status == Delivery.Status.PENDING and delivery.next_attempt_at:
+                wait = (delivery.next_attempt_at - delivery.modified).total_seconds()
+                self.say(f"            still pending, {delivery.reason} "
+                         f"(the worker tries again in {wait:.1f} s)")
+            else:
+                self.say(f"            {delivery.status}"
+                         + (f": {delivery.reason}" if delivery.reason else ""))
+        return all(
+            d.status != Delivery.Status.PENDING
+            and d.attempt <= reported.get(d.pk, 0)  # and its last attempt was printed
+            for d in deliveries.values()
+        )
 
     # Reporting
     # ---------
@@ -153,22 +282,21 @@ class Command(BaseCommand):
         for target in targets:
             note = ""
             if target.target_url.endswith(reverse("projects:flaky-receiver")):
-                note = "  (answers 503 the first time it sees a webhook-id)"
+                note = (f"  (answers 503 with Retry-After: {FLAKY_RETRY_AFTER} the first time "
+                        "it sees a webhook-id)")
             self.say(f"  #{target.pk} {target.event:<15} -> {target.target_url}{note}")
 
-    def show_sent(self, since):
-        """List the deliveries created since ``since``, and how their first attempt went."""
+    def show_recorded(self, since):
+        """List the deliveries created since ``since``, and where they stand."""
         deliveries = (
             Delivery.objects.filter(created__gte=since)
             .select_related("webhook_target")
             .order_by("pk")
         )
         if not deliveries:
-            self.say("   nothing was sent: no target matched")
+            self.say("   nothing was recorded: no target matched")
         for d in deliveries:
-            path = urlsplit(d.webhook_target.target_url).path
-            self.say(f"   delivery #{d.pk} to {path}: {d.status} "
-                     f"({d.response_status or 'no response'})")
+            self.say(f"   delivery #{d.pk} to {path_of(d)}: {d.status}, {d.attempt} attempts")
 
     def show_deliveries(self, deliveries):
         """Print the delivery log as a table."""
@@ -180,12 +308,14 @@ class Command(BaseCommand):
                 d.webhook_target.target_url,
                 d.status,
                 d.attempt,
-                d.response_status or "-",
+                ",".join(str(a.response_status or "-") for a in d.attempts.all()) or "-",
                 d.hash_value,
+                next_step(d),
             ]
             for d in deliveries
         ]
-        headers = ["ID", "EVENT", "TARGET URL", "STATUS", "ATTEMPTS", "LAST HTTP", "WEBHOOK-ID"]
+        headers = ["ID", "EVENT", "TARGET URL", "STATUS", "ATTEMPTS", "HTTP PER ATTEMPT",
+                   "WEBHOOK-ID", "REASON / NEXT ATTEMPT"]
         for line in table(headers, rows):
             self.say("  " + line)
 
@@ -199,50 +329,101 @@ class Command(BaseCommand):
                 r.webhook_id,
                 "valid" if r.verified else "INVALID",
                 r.response_status,
+                f"{r.received:%H:%M:%S.%f}"[:-3],
             ]
             for r in received
         ]
-        for line in table(["RECEIVER", "EVENT", "WEBHOOK-ID", "SIGNATURE", "ANSWERED"], rows):
+        headers = ["RECEIVER", "EVENT", "WEBHOOK-ID", "SIGNATURE", "ANSWERED", "AT (UTC)"]
+        for line in table(headers, rows):
             self.say("  " + line)
         verified = sum(r.verified for r in received)
         self.say(f"  {len(received)} requests, {verified} with a valid signature, "
                  f"{len(received) - verified} rejected.")
 
-    def conclude(self, deliveries, received):
-        """Fail unless everything was delivered and verified; otherwise sum up and sign off."""
-        problems = [
-            f"delivery #{d.pk} is {d.status}" for d in deliveries if d.status != "succeeded"
+    def conclude(self, deliveries, received, finished):
+        """Fail unless the story went as told; otherwise sum up and sign off."""
+        problems = []
+        if not finished:
+            problems.append(f"the worker did not finish within {WORKER_DEADLINE:g} s")
+        if len(deliveries) != 3:
+            problems.append(f"expected 3 deliveries, found {len(deliveries)}")
+        problems += [
+            f"delivery #{d.pk} is {d.status} ({next_step(d)})"
+            for d in deliveries
+            if d.status != Delivery.Status.SUCCEEDED
         ]
         problems += [
             f"a request to the {r.get_endpoint_display()} had a bad signature"
             for r in received
             if not r.verified
         ]
-        if len(deliveries) != 3:
-            problems.append(f"expected 3 deliveries, found {len(deliveries)}")
+        flaky = [d for d in deliveries if path_of(d) == reverse("projects:flaky-receiver")]
+        retried = None
+        if len(flaky) == 1:
+            retried, problem = check_retry(flaky[0])
+            if problem:
+                problems.append(problem)
         if problems:
             raise CommandError(
                 "The demo did not go as planned: " + "; ".join(problems) + ". Run it again "
                 "with -v 2 to see what dj-webhooks and the receivers logged."
             )
         self.say()
-        for d in deliveries:
-            if d.attempt > 1:
-                first = d.attempts.order_by("attempt").first()
-                self.say(self.style.SUCCESS(
-                    f"Delivery #{d.pk} failed with {first.response_status or first.error} at "
-                    f"first, then succeeded on replay (attempt {d.attempt}) with the same "
-                    f"webhook-id {d.hash_value}."
-                ))
+        if retried:
+            d, gap = retried
+            self.say(self.style.SUCCESS(
+                f"Delivery #{d.pk} got 503 (Retry-After: {FLAKY_RETRY_AFTER}) on attempt 1; "
+                f"the worker retried it {gap:.1f} s later with the same webhook-id "
+                f"{d.hash_value}, and attempt 2 succeeded."
+            ))
         self.say(self.style.SUCCESS(
             f"All {len(deliveries)} deliveries succeeded, and the receivers verified all "
             f"{len(received)} signatures."
         ))
         self.say()
-        self.say("Look around: python example_project/manage.py createsuperuser, then")
-        self.say("python example_project/manage.py runserver and open")
+        self.say("Look around: python example_project/manage.py createsuperuser, then run")
+        self.say("python example_project/manage.py runserver and, in another terminal,")
+        self.say("python example_project/manage.py webhooks_worker; then open")
         self.say("  http://127.0.0.1:8000/admin/djwebhooks/delivery/  deliveries and attempts")
         self.say("  http://127.0.0.1:8000/webhooks/received/          what the receivers got")
+        self.say("A delivery that fails for good (its retries used up) can be sent again with")
+        self.say("python example_project/manage.py webhooks_replay.")
+
+
+def path_of(delivery):
+    """The path of the URL ``delivery`` goes to."""
+    return urlsplit(delivery.webhook_target.target_url).path
+
+
+def next_step(delivery):
+    """Why ``delivery`` is in its status, and when it is tried next; "-" when nothing to say."""
+    if delivery.status != Delivery.Status.PENDING:
+        return delivery.reason or "-"
+    if delivery.locked_by:
+        # A worker took it and has not recorded an attempt (yet): it is sent again once
+        # the claim expires.
+        return f"claimed by {delivery.locked_by} until {delivery.locked_until:%H:%M:%S}"
+    if delivery.next_attempt_at:
+        return f"{delivery.reason or 'due'} (next attempt {delivery.next_attempt_at:%H:%M:%S})"
+    return delivery.reason or "-"
+
+
+def check_retry(delivery):
+    """Return ``((delivery, seconds between its attempts), problem)`` for the flaky delivery.
+
+    The story: attempt 1 answered 503, attempt 2 (made by the worker no sooner than the
+    receiver's Retry-After asked) answered 200. ``problem`` says what went otherwise.
+    """
+    attempts = sorted(delivery.attempts.all(), key=lambda a: a.attempt)
+    statuses = [a.response_status for a in attempts]
+    if statuses != [503, 200]:
+        return None, (f"the flaky delivery #{delivery.pk} answered {statuses or 'nothing'}, "
+                      "not 503 then 200")
+    gap = (attempts[1].created - attempts[0].created).total_seconds()
+    if gap < FLAKY_RETRY_AFTER - 0.1:
+        return None, (f"delivery #{delivery.pk} was retried {gap:.2f} s after its 503, sooner "
+                      f"than the receiver's Retry-After: {FLAKY_RETRY_AFTER}")
+    return (delivery, gap), None
 
 
 def table(headers, rows):
@@ -284,7 +465,8 @@ class DemoServer:
 
     def __exit__(self, *exc_info):
         # dj-webhooks keeps connections alive for the next delivery; closing them lets the
-        # server's request threads finish.
+        # server's request threads finish. The worker's threads closed their sessions when
+        # it stopped; this closes this thread's, should anything have sent from here.
         close_session()
         self.httpd.shutdown()
         self.httpd.server_close()
