@@ -7,6 +7,7 @@
 - ``djwebhooks.E005`` a ``@hook`` sends an event that is not declared
 - ``djwebhooks.W001`` the inline backend with ``DEBUG = False``
 - ``djwebhooks.W002`` no events are declared
+- ``djwebhooks.W003`` ``LEASE`` is not longer than the connect and read timeouts
 """
 
 from django.conf import settings
@@ -34,6 +35,27 @@ def check_settings(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+@checks.register()
+def check_lease(app_configs=None, **kwargs):
+    """Warn when a claim may expire while its request is still running."""
+    try:
+        lease = conf.get_seconds("LEASE")
+        longest = sum(conf.get_timeouts())
+    except (WebhookImproperlyConfigured, TypeError, ValueError):
+        return []  # reported by check_settings
+    if lease <= longest:
+        return [
+            checks.Warning(
+                f"DJWEBHOOKS['LEASE'] ({lease:g} s) is not longer than CONNECT_TIMEOUT + "
+                f"READ_TIMEOUT ({longest:g} s): a delivery still being sent may be claimed "
+                "by another worker and sent twice.",
+                hint="Make LEASE several times the sum of the timeouts (the default is 300).",
+                id="djwebhooks.W003",
+            )
+        ]
+    return []
 
 
 @checks.register()

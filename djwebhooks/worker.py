@@ -46,7 +46,8 @@ def claim(worker_id, *, limit, ids=None, now=None, lease=None):
     if sqlite:
         # Read before the transaction: SQLite cannot turn a reading transaction into a
         # writing one while another connection writes, but it waits to start a write.
-        candidates = list(due.values_list("pk", flat=True)[:limit])
+        with serialized(using):
+            candidates = list(due.values_list("pk", flat=True)[:limit])
         if not candidates:
             return []
     with serialized(using), transaction.atomic(using=using):
@@ -89,7 +90,8 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.lease = lease
         self.clock = clock
-        self.processed = 0
+        self.processed = 0  # deliveries handled to the end, sent or not
+        self._claimed = 0
         self._busy = 0
         self._stopping = False
         self._changed = threading.Condition()
@@ -102,7 +104,7 @@ class Worker:
             self._changed.notify_all()
 
     def run(self):
-        """Run until stopped; return the number of deliveries claimed and processed."""
+        """Run until stopped; return the number of deliveries handled."""
         logger.info("Worker %s started (concurrency %s).", self.worker_id, self.concurrency)
         threads = [
             threading.Thread(target=self._thread_main, name=f"djwebhooks-{n}", daemon=True)
@@ -130,7 +132,7 @@ class Worker:
                     return
                 room = self.concurrency - self._busy
             if self.max_deliveries is not None:
-                room = min(room, self.max_deliveries - self.processed)
+                room = min(room, self.max_deliveries - self._claimed)
                 if room <= 0 and self._busy == 0:
                     return
             ids = []
@@ -151,7 +153,7 @@ class Worker:
                     failures = 0
             with self._changed:
                 self._busy += len(ids)
-            self.processed += len(ids)
+            self._claimed += len(ids)
             for delivery_id in ids:
                 self._queue.put(delivery_id)
             if not ids and self.burst:
@@ -187,6 +189,7 @@ class Worker:
                 finally:
                     with self._changed:
                         self._busy -= 1
+                        self.processed += 1
                         self._changed.notify_all()
         finally:
             transport.close_session()

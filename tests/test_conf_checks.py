@@ -16,13 +16,14 @@ def run_checks():
         *djwebhooks_checks.check_settings(),
         *djwebhooks_checks.check_events(),
         *djwebhooks_checks.check_backend(),
+        *djwebhooks_checks.check_lease(),
     ]
 
 
 def test_checks_are_registered():
     registered = checks.registry.registry.get_checks()
     for check in (djwebhooks_checks.check_settings, djwebhooks_checks.check_events,
-                  djwebhooks_checks.check_backend):
+                  djwebhooks_checks.check_backend, djwebhooks_checks.check_lease):
         assert check in registered
 
 
@@ -106,6 +107,12 @@ def test_hook_for_an_undeclared_event():
 def test_inline_backend_in_production():
     assert "djwebhooks.W001" in ids({"EVENTS": ["a"]}, debug=False)
     assert "djwebhooks.W001" not in ids({"EVENTS": ["a"]}, debug=True)
+
+
+def test_lease_shorter_than_the_timeouts():
+    assert "djwebhooks.W003" in ids({"EVENTS": ["a"], "LEASE": 20}, debug=True)
+    assert "djwebhooks.W003" not in ids({"EVENTS": ["a"], "LEASE": 21}, debug=True)
+    assert "djwebhooks.W003" not in ids({"EVENTS": ["a"], "LEASE": "bad"}, debug=True)
 
 
 def test_no_events():
