@@ -4,6 +4,7 @@ Pure code: no Django, no models. Everything above this module sees our own
 ``DeliveryTimeout`` / ``DeliveryConnectionError`` / ``DeliveryError``, never requests'.
 """
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from djwebhooks.exceptions import (
 )
 
 _local = threading.local()
+#: A session every thread uses instead of its own, while set (see ``override_session``).
+_override = None
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,23 @@ def new_session():
 
 def get_session():
     """Return this thread's pooled session, creating it on first use."""
+    if _override is not None:
+        return _override
     session = getattr(_local, "session", None)
     if session is None:
         session = _local.session = new_session()
     return session
+
+
+@contextlib.contextmanager
+def override_session(session):
+    """Make every thread send through ``session`` (a test double) inside the block."""
+    global _override
+    previous, _override = _override, session
+    try:
+        yield session
+    finally:
+        _override = previous
 
 
 def close_session():

@@ -7,6 +7,8 @@ from djwebhooks.models import WebhookTarget
 from djwebhooks.transport import close_session
 from tests.receiver import Receiver
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def receiver():

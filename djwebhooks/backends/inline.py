@@ -17,6 +17,10 @@ class InlineBackend(BaseBackend):
 
     sends_immediately = True
 
+    def session(self):
+        """Return the HTTP session to send with; None means this thread's pooled one."""
+        return None
+
     def enqueue(self, delivery_ids):
         """Claim the deliveries (so no worker sends them too), then deliver each one now."""
         from djwebhooks.delivery import deliver
@@ -30,8 +34,9 @@ class InlineBackend(BaseBackend):
             # response. The deliveries stay due, for a worker or a replay.
             logger.exception("Could not claim webhook deliveries %s.", delivery_ids)
             return
+        session = self.session()
         for delivery_id in claimed:
             try:
-                deliver(delivery_id)
+                deliver(delivery_id, session=session)
             except Exception:
                 logger.exception("Could not deliver webhook delivery %s.", delivery_id)

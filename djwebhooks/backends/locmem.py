@@ -1,0 +1,16 @@
+"""``LocmemBackend``: deliveries go to ``djwebhooks.testing.outbox``, not to the network."""
+
+from djwebhooks.backends.inline import InlineBackend
+
+
+class LocmemBackend(InlineBackend):
+    """Like the inline backend, but every request lands in the test outbox.
+
+    Each request is signed, recorded as an attempt and answered exactly as a real send
+    would be; the answer comes from ``djwebhooks.testing.respond()`` (200 by default).
+    """
+
+    def session(self):
+        from djwebhooks.testing import outbox_session
+
+        return outbox_session
