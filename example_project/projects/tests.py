@@ -16,6 +16,7 @@ from djwebhooks.backends import get_backend
 from djwebhooks.backends.database import DatabaseBackend
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.signing import sign
+from djwebhooks.testing import WebhookTestMixin, capture_webhooks, respond
 from djwebhooks.transport import close_session
 from djwebhooks.worker import Worker
 from projects.models import Project, ReceivedWebhook
@@ -248,6 +249,53 @@ class ProjectWebhookTests(TestCase):
         with self.captureOnCommitCallbacks(execute=False):
             self.project.save()
         self.assertFalse(Delivery.objects.exists())
+
+
+class OutboxTests(WebhookTestMixin, TestCase):
+    """The same flows checked through dj-webhooks' test outbox: no network, no worker."""
+
+    @classmethod
+    def setUpTestData(cls):
+        cls.user = get_user_model().objects.create_user("audreyr")
+        cls.project = Project.objects.create(owner=cls.user, slug="acme", title="Acme")
+        cls.target = WebhookTarget.objects.create(
+            owner=cls.user, event="project.update", identifier="acme",
+            target_url="https://hooks.example/acme/",
+        )
+
+    def setUp(self):
+        super().setUp()
+        self.client.force_login(self.user)
+
+    def test_an_edit_sends_project_update(self):
+        with capture_webhooks():
+            self.client.post(self.project.get_absolute_url(),
+                             {"title": "Acme 2", "description": "New."})
+        [sent] = self.assertWebhookSent(event="project.update", to=self.target.target_url,
+                                        data_contains={"slug": "acme", "title": "Acme 2"})
+        self.assertEqual(sent.envelope["identifier"], "acme")
+        self.assertEqual(sent.headers["webhook-id"], sent.delivery.hash_value)
+
+    def test_creating_a_project_sends_project_create(self):
+        WebhookTarget.objects.create(owner=self.user, event="project.create",
+                                     identifier="new", target_url="https://hooks.example/new/")
+        with capture_webhooks() as sent:
+            Project.objects.create(owner=self.user, slug="new", title="New")
+        self.assertWebhookSent(event="project.create", data_contains={"title": "New"},
+                               count=1, sent=sent)
+
+    def test_a_receiver_that_is_gone_is_disabled(self):
+        respond(self.target.target_url, status=410)
+        with capture_webhooks():
+            self.client.post(self.project.get_absolute_url(), {"title": "Acme 3"})
+        self.target.refresh_from_db()
+        self.assertFalse(self.target.is_active)
+        self.assertEqual(Delivery.objects.get().status, Delivery.Status.FAILED)
+
+    def test_an_invalid_edit_sends_nothing(self):
+        with capture_webhooks():
+            self.client.post(self.project.get_absolute_url(), {"title": ""})
+        self.assertNoWebhooksSent()
 
 
 class EndToEndTests(LiveServerTestCase):
