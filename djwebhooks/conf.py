@@ -4,6 +4,7 @@ This is the only module that reads ``django.conf.settings`` for dj-webhooks. Val
 read when used, never at import time, so ``override_settings`` works everywhere.
 """
 
+import ipaddress
 import re
 from datetime import timedelta
 from numbers import Real
@@ -43,11 +44,26 @@ DEFAULTS = {
     "DISABLE_AFTER": 5 * 86400,
     # Seconds a finished delivery is kept before ``webhooks_prune`` deletes it.
     "RETENTION": 30 * 86400,
+    # Seconds a whole request may take, connecting to the last byte read, whatever the
+    # receiver does (a response that never ends, headers sent a byte at a time).
+    "TOTAL_TIMEOUT": 30.0,
+    # The largest payload, in bytes of JSON, that a hook may send.
+    "MAX_PAYLOAD_BYTES": 256 * 1024,
+    # Networks (CIDR strings) that targets may reach although they are not public.
+    "ALLOWED_NETWORKS": [],
+    # Refuse target URLs that are not https://.
+    "HTTPS_ONLY": False,
+    # Ports target URLs may use; None allows any.
+    "ALLOWED_PORTS": None,
+    # Seconds an old secret stays valid (and signed with) after a rotation; at most 7 days.
+    "SECRET_ROTATION_GRACE": 24 * 3600,
 }
 
 #: Settings given in seconds; a ``datetime.timedelta`` is accepted too.
 DURATION_KEYS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "RETRY_AFTER_MAX", "LEASE",
-                 "DISABLE_AFTER", "RETENTION")
+                 "DISABLE_AFTER", "RETENTION", "TOTAL_TIMEOUT", "SECRET_ROTATION_GRACE")
+#: The longest grace period a rotated secret may have.
+MAX_ROTATION_GRACE = 7 * 86400
 
 EVENT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
 EVENT_NAME_HELP = (
@@ -101,6 +117,12 @@ def get_timeouts():
     return (get_seconds("CONNECT_TIMEOUT"), get_seconds("READ_TIMEOUT"))
 
 
+def get_allowed_networks():
+    """Return ``ALLOWED_NETWORKS`` as ``ipaddress`` network objects."""
+    return [ipaddress.ip_network(network, strict=False)
+            for network in get_setting("ALLOWED_NETWORKS")]
+
+
 def get_retry_policy():
     """Return the ``RetryPolicy`` built from the retry settings."""
     from djwebhooks.retry import RetryPolicy
@@ -151,6 +173,45 @@ def settings_problems():
             "DJWEBHOOKS['RETRY_SCHEDULE'] must be a list of positive numbers of seconds (or "
             f"timedeltas), got {schedule!r}."
         )
+    grace = raw.get("SECRET_ROTATION_GRACE", DEFAULTS["SECRET_ROTATION_GRACE"])
+    if _is_positive_duration(grace) and _seconds(grace) > MAX_ROTATION_GRACE:
+        yield "SECRET_ROTATION_GRACE", (
+            "DJWEBHOOKS['SECRET_ROTATION_GRACE'] must be at most 7 days, got "
+            f"{_seconds(grace):g} seconds."
+        )
+    size = raw.get("MAX_PAYLOAD_BYTES", DEFAULTS["MAX_PAYLOAD_BYTES"])
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        yield "MAX_PAYLOAD_BYTES", (
+            f"DJWEBHOOKS['MAX_PAYLOAD_BYTES'] must be a positive whole number, got {size!r}."
+        )
+    for key in ("HTTPS_ONLY",):
+        if not isinstance(raw.get(key, DEFAULTS[key]), bool):
+            yield key, f"DJWEBHOOKS[{key!r}] must be True or False, got {raw[key]!r}."
+    networks = raw.get("ALLOWED_NETWORKS", DEFAULTS["ALLOWED_NETWORKS"])
+    if not isinstance(networks, (list, tuple)):
+        yield "ALLOWED_NETWORKS", (
+            "DJWEBHOOKS['ALLOWED_NETWORKS'] must be a list of CIDR strings such as "
+            f"'10.0.0.0/8', got {networks!r}."
+        )
+    else:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except (TypeError, ValueError):
+                yield "ALLOWED_NETWORKS", (
+                    f"DJWEBHOOKS['ALLOWED_NETWORKS'] has {network!r}, which is not a network "
+                    "such as '10.0.0.0/8' or '::1/128'."
+                )
+    ports = raw.get("ALLOWED_PORTS", DEFAULTS["ALLOWED_PORTS"])
+    if ports is not None and (
+        not isinstance(ports, (list, tuple, set, frozenset))
+        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
+                   for p in ports)
+    ):
+        yield "ALLOWED_PORTS", (
+            "DJWEBHOOKS['ALLOWED_PORTS'] must be None or a list of port numbers, got "
+            f"{ports!r}."
+        )
     jitter = raw.get("RETRY_JITTER", DEFAULTS["RETRY_JITTER"])
     if isinstance(jitter, bool) or not isinstance(jitter, Real) or not 0 <= jitter < 1:
         yield "RETRY_JITTER", (
@@ -176,6 +237,10 @@ def settings_problems():
             "DJWEBHOOKS['OWNER_FIELD'] must be an attribute name, None or False, "
             f"got {owner_field!r}."
         )
+
+
+def _seconds(value):
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def _is_positive_duration(value):

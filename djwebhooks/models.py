@@ -1,9 +1,12 @@
 """Who subscribed to what (``WebhookTarget``), each message (``Delivery``), each try
 (``DeliveryAttempt``)."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from model_utils import FieldTracker
 from model_utils.models import TimeStampedModel
@@ -57,6 +60,13 @@ class WebhookTarget(TimeStampedModel):
         max_length=128,
         default=generate_secret,
         help_text=_("Standard Webhooks secret (whsec_...) used to sign every request."),
+    )
+    previous_secret = models.CharField(
+        _("previous signing secret"), max_length=128, blank=True, default="",
+        help_text=_("The secret before the last rotation, still signed with until it expires."),
+    )
+    previous_secret_expires = models.DateTimeField(
+        _("previous secret expires"), null=True, blank=True
     )
     is_active = models.BooleanField(_("active"), default=True)
     consecutive_failures = models.PositiveIntegerField(
@@ -114,6 +124,40 @@ class WebhookTarget(TimeStampedModel):
                 validate_event_name(self.event)
             except ValidationError as exc:
                 raise ValidationError({"event": exc}) from None
+
+    def rotate_secret(self, grace=None, *, now=None):
+        """Give the target a new secret, keeping the current one valid for ``grace``.
+
+        ``grace`` is a ``timedelta`` or seconds (default ``SECRET_ROTATION_GRACE``, 24 h;
+        at most 7 days). Until it ends, every request carries a signature made with each
+        secret. The target is saved; the new secret is returned.
+        """
+        grace = conf.get_seconds("SECRET_ROTATION_GRACE") if grace is None else grace
+        seconds = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
+        if not 0 <= seconds <= conf.MAX_ROTATION_GRACE:
+            raise ValueError(
+                f"The grace period of a secret rotation must be between 0 and 7 days, got "
+                f"{seconds:g} seconds."
+            )
+        now = now or timezone.now()
+        if seconds:
+            self.previous_secret = self.secret
+            self.previous_secret_expires = now + timedelta(seconds=seconds)
+        else:
+            self.previous_secret, self.previous_secret_expires = "", None
+        self.secret = generate_secret()
+        self.save(update_fields=["secret", "previous_secret", "previous_secret_expires",
+                                 "modified"])
+        return self.secret
+
+    def signing_secrets(self, now=None):
+        """The secrets every request is signed with: the current one, and the previous one
+        while its grace period lasts."""
+        now = now or timezone.now()
+        if self.previous_secret and self.previous_secret_expires and \
+                self.previous_secret_expires > now:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
 
     @property
     def masked_secret(self):

@@ -139,8 +139,15 @@ class Senderable:
             "User-Agent": self.user_agent,
             "webhook-id": self.message_id,
             "webhook-timestamp": str(sent_at),
-            "webhook-signature": signing.sign(self.secret, self.message_id, sent_at, body),
+            "webhook-signature": " ".join(
+                signing.sign(secret, self.message_id, sent_at, body) for secret in self.secrets
+            ),
         }
+
+    @property
+    def secrets(self):
+        """The secrets to sign with: ``secret`` may be one string or a list of them."""
+        return [self.secret] if isinstance(self.secret, str) else list(self.secret)
 
     def notify(self, result):
         """Called with the :class:`AttemptResult` of every attempt. Override to record it."""

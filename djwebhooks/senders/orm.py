@@ -248,7 +248,7 @@ class DjangoSenderable(Senderable):
             "payload": delivery.payload,
             "event": delivery.event,
             "message_id": delivery.hash_value,
-            "secret": target.secret,
+            "secret": target.signing_secrets(),
             "timestamp": delivery.created,
             "content_type": target.header_content_type,
             "extra": envelope_extra(target),
