@@ -123,6 +123,18 @@ def get_allowed_networks():
             for network in get_setting("ALLOWED_NETWORKS")]
 
 
+def get_url_policy():
+    """Return the ``ssrf.URLPolicy`` built from the URL settings."""
+    from djwebhooks.ssrf import URLPolicy
+
+    ports = get_setting("ALLOWED_PORTS")
+    return URLPolicy(
+        allowed_networks=tuple(get_allowed_networks()),
+        https_only=get_setting("HTTPS_ONLY"),
+        allowed_ports=None if ports is None else frozenset(ports),
+    )
+
+
 def get_retry_policy():
     """Return the ``RetryPolicy`` built from the retry settings."""
     from djwebhooks.retry import RetryPolicy

@@ -13,7 +13,8 @@
      └── DeliveryError                 a request that did not produce a response
           ├── DeliveryTimeout          retried, after a longer wait
           ├── DeliveryConnectionError  retried
-          └── DeliveryInvalidURL       not retried
+          ├── DeliveryInvalidURL       not retried
+          └── DeliveryRefused          not retried: the URL or its address is not allowed
 
 Errors in how the app is configured or called are raised in the caller's stack.
 A receiver's failure never is: it is recorded as a ``DeliveryAttempt``.
@@ -97,6 +98,13 @@ class DeliveryInvalidURL(DeliveryError):
     """The target URL cannot be requested at all (no scheme, unsupported scheme, bad host)."""
 
     summary = "Invalid URL"
+    retryable = False
+
+
+class DeliveryRefused(DeliveryError):
+    """The target URL, or an address it resolves to, is not allowed (see ``ssrf``)."""
+
+    summary = "Refused"
     retryable = False
 
 

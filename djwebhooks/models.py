@@ -14,6 +14,7 @@ from model_utils.models import TimeStampedModel
 from djwebhooks import conf
 from djwebhooks.senders.base import FORM, JSON
 from djwebhooks.signing import generate_secret
+from djwebhooks.ssrf import TargetURLRefused, check_target
 
 
 def validate_event_name(value):
@@ -119,11 +120,19 @@ class WebhookTarget(TimeStampedModel):
 
     def clean(self):
         super().clean()
+        errors = {}
         if self.event:
             try:
                 validate_event_name(self.event)
             except ValidationError as exc:
-                raise ValidationError({"event": exc}) from None
+                errors["event"] = exc
+        if self.target_url:
+            try:
+                check_target(self.target_url, conf.get_url_policy())
+            except TargetURLRefused as exc:
+                errors["target_url"] = ValidationError(str(exc), code="refused_url")
+        if errors:
+            raise ValidationError(errors)
 
     def rotate_secret(self, grace=None, *, now=None):
         """Give the target a new secret, keeping the current one valid for ``grace``.

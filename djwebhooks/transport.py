@@ -1,27 +1,40 @@
 """The HTTP client: one pooled ``requests.Session`` per thread, and its error mapping.
 
 Pure code: no Django, no models. Everything above this module sees our own
-``DeliveryTimeout`` / ``DeliveryConnectionError`` / ``DeliveryError``, never requests'.
+``DeliveryTimeout`` / ``DeliveryConnectionError`` / ``DeliveryRefused`` / ``DeliveryError``,
+never requests'. Every connection is opened to an address ``ssrf`` has checked, and every
+request has a total deadline on top of the socket timeouts.
 """
 
 import contextlib
+import heapq
+import itertools
+import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util import connection as urllib3_connection
 
+from djwebhooks import ssrf
 from djwebhooks.exceptions import (
     DeliveryConnectionError,
     DeliveryError,
     DeliveryInvalidURL,
+    DeliveryRefused,
     DeliveryTimeout,
 )
 
 _local = threading.local()
 #: A session every thread uses instead of its own, while set (see ``override_session``).
 _override = None
+#: The deadline of a request when none is given.
+DEFAULT_TOTAL_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -40,12 +53,137 @@ class Response:
         return 200 <= self.status < 300
 
 
+class _Deadline:
+    """The end of one request's time; its sockets are shut down when it passes."""
+
+    def __init__(self, at):
+        self.at = at
+        self.sockets = []
+        self.expired = False
+        self.finished = False
+
+
+class _Watchdog:
+    """One thread that shuts down the sockets of requests past their deadline."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._heap = []
+        self._order = itertools.count()
+        self._thread = None
+
+    def start(self, seconds):
+        deadline = _Deadline(time.monotonic() + seconds)
+        with self._changed:
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="djwebhooks-watchdog",
+                                                daemon=True)
+                self._thread.start()
+            self._changed.notify()
+        return deadline
+
+    def finish(self, deadline):
+        with self._changed:
+            deadline.finished = True
+
+    def _run(self):
+        while True:
+            with self._changed:
+                while self._heap and self._heap[0][2].finished:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._changed.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                deadline = heapq.heappop(self._heap)[2]
+                deadline.expired = True
+                sockets = list(deadline.sockets)
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+_watchdog = _Watchdog()
+
+
+def _current():
+    """The (policy, deadline) of the request this thread is making."""
+    return getattr(_local, "request", None) or (ssrf.URLPolicy(), None)
+
+
+class GuardedHTTPConnection(HTTPConnection):
+    """An ``HTTPConnection`` that connects only to addresses the URL policy allows."""
+
+    def _new_conn(self):
+        policy, deadline = _current()
+        try:
+            addresses = ssrf.resolve(self._dns_host, self.port, policy)
+        except ssrf.TargetURLRefused as exc:
+            raise DeliveryRefused(str(exc)) from None
+        except socket.gaierror as exc:
+            raise urllib3.exceptions.NameResolutionError(self.host, self, exc) from exc
+        error = None
+        for address in addresses:
+            try:
+                # The vetted address itself is connected to, never the name again.
+                sock = urllib3_connection.create_connection(
+                    (str(address), self.port), self.timeout,
+                    source_address=self.source_address, socket_options=self.socket_options,
+                )
+            except TimeoutError as exc:
+                raise urllib3.exceptions.ConnectTimeoutError(
+                    self, f"Connection to {self.host} timed out. (connect timeout="
+                    f"{self.timeout})") from exc
+            except OSError as exc:
+                error = exc
+                continue
+            if deadline is not None:
+                deadline.sockets.append(sock)
+            return sock
+        raise urllib3.exceptions.NewConnectionError(
+            self, f"Failed to establish a new connection: {error}") from error
+
+    def request(self, *args, **kwargs):
+        # A connection reused from the pool: watch its socket for this request's deadline.
+        _, deadline = _current()
+        if deadline is not None and self.sock is not None:
+            deadline.sockets.append(self.sock)
+        return super().request(*args, **kwargs)
+
+
+class GuardedHTTPSConnection(GuardedHTTPConnection, HTTPSConnection):
+    """The same for HTTPS; TLS still verifies the certificate against the host name."""
+
+
+class _GuardedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = GuardedHTTPConnection
+
+
+class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """requests' adapter, with pools of guarded connections and no retries."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _GuardedHTTPConnectionPool,
+            "https": _GuardedHTTPSConnectionPool,
+        }
+
+
 def new_session():
     """Return a ``Session`` set up for sending webhooks."""
     session = requests.Session()
     # Environment proxies and ~/.netrc credentials are not for arbitrary receivers.
     session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
+    adapter = GuardedAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -80,20 +218,32 @@ def close_session():
         _local.session = None
 
 
-def post(url, body, headers, *, timeout, body_limit, session=None):
+def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
+         total_timeout=DEFAULT_TOTAL_TIMEOUT):
     """POST ``body`` to ``url`` and return a :class:`Response`.
 
-    ``timeout`` is ``(connect, read)`` seconds. Redirects are not followed. At most
-    ``body_limit`` bytes of the response body are read; the rest is never downloaded.
-    Raises ``DeliveryTimeout``, ``DeliveryConnectionError``, ``DeliveryInvalidURL`` or
-    ``DeliveryError``.
+    ``timeout`` is ``(connect, read)`` seconds for each socket operation; ``total_timeout``
+    bounds the whole request. ``policy`` (an ``ssrf.URLPolicy``; public addresses only by
+    default) decides which URLs and addresses may be reached. Redirects are not followed.
+    At most ``body_limit`` bytes of the response body are read; the rest is never
+    downloaded. Raises ``DeliveryTimeout``, ``DeliveryConnectionError``,
+    ``DeliveryRefused``, ``DeliveryInvalidURL`` or ``DeliveryError``.
     """
+    policy = policy or ssrf.URLPolicy()
+    try:
+        ssrf.check_url(url, policy)
+    except ssrf.TargetURLRefused as exc:
+        raise DeliveryRefused(str(exc)) from None
     session = session or get_session()
+    deadline = _watchdog.start(total_timeout)
+    _local.request = (policy, deadline)
     try:
         with session.post(
             url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
         ) as response:
             content = response.raw.read(body_limit, decode_content=True) if body_limit else b""
+            if deadline.expired:
+                raise TimeoutError
             return Response(
                 status=response.status_code,
                 reason=response.reason or "",
@@ -101,13 +251,33 @@ def post(url, body, headers, *, timeout, body_limit, session=None):
                 body=content or b"",
                 retry_after=response.headers.get("Retry-After", ""),
             )
-    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema) as exc:
-        raise DeliveryInvalidURL(str(exc)) from exc
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        if deadline.expired:
+            raise DeliveryTimeout(
+                f"The request took longer than its total deadline ({total_timeout:g} s)."
+            ) from exc
+        mapped = _map_error(exc)
+        if mapped is exc:
+            raise  # not a transport error: a bug, let it show as it is
+        raise mapped from exc
+    finally:
+        _watchdog.finish(deadline)
+        _local.request = None
+
+
+def _map_error(exc):
+    """Turn requests' and urllib3's exceptions into ours."""
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema)):
+        return DeliveryInvalidURL(str(exc))
     # Reading ``response.raw`` directly can raise urllib3's own errors, not requests'.
-    except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
-        raise DeliveryTimeout(str(exc)) from exc
-    except (requests.ConnectionError, urllib3.exceptions.ProtocolError) as exc:
-        raise DeliveryConnectionError(str(exc)) from exc
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-        raise DeliveryError(str(exc)) from exc
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
+        return DeliveryTimeout(str(exc))
+    if isinstance(exc, (requests.ConnectionError, urllib3.exceptions.ProtocolError)):
+        return DeliveryConnectionError(str(exc))
+    if isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
+                        ValueError)):
+        return DeliveryError(str(exc))
+    return exc

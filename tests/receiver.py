@@ -25,6 +25,7 @@ class Reply:
     headers: dict = field(default_factory=lambda: {"Content-Type": "text/plain"})
     delay: float = 0.0  # seconds before answering
     drip: float = 0.0  # seconds between body bytes
+    header_drip: float = 0.0  # seconds between bytes of the status line and headers
 
 
 class Receiver:
@@ -53,6 +54,14 @@ class Receiver:
                 if reply.delay:
                     time.sleep(reply.delay)
                 try:
+                    if reply.header_drip:
+                        head = (f"HTTP/1.1 {reply.status} OK\r\nContent-Length: "
+                                f"{len(reply.body)}\r\n\r\n").encode()
+                        for index in range(len(head)):
+                            self.wfile.write(head[index : index + 1])
+                            time.sleep(reply.header_drip)
+                        self.wfile.write(reply.body)
+                        return
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)

@@ -71,6 +71,17 @@ def test_not_a_dict():
         {"LEASE": "5m"},
         {"DISABLE_AFTER": 0},
         {"RETENTION": None},
+        {"TOTAL_TIMEOUT": 0},
+        {"MAX_PAYLOAD_BYTES": 0},
+        {"MAX_PAYLOAD_BYTES": "1MB"},
+        {"ALLOWED_NETWORKS": "10.0.0.0/8"},
+        {"ALLOWED_NETWORKS": ["10.0.0.0/33"]},
+        {"ALLOWED_NETWORKS": ["intranet"]},
+        {"HTTPS_ONLY": "yes"},
+        {"ALLOWED_PORTS": 443},
+        {"ALLOWED_PORTS": [443, 70000]},
+        {"SECRET_ROTATION_GRACE": 8 * 86400},
+        {"SECRET_ROTATION_GRACE": -1},
     ],
 )
 def test_bad_values(bad):

@@ -350,3 +350,13 @@ def test_keyword_only_owner_is_not_taken_from_extra_positionals(make_target, use
     assert delivery.payload == {"a": 1, "rest": [2, 3]}
     with pytest.raises(OwnerError):
         send(1, 2, 3)
+
+
+def test_payload_larger_than_the_limit_is_refused(settings, make_target, user, no_dispatch):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "MAX_PAYLOAD_BYTES": 100}
+    make_target()
+    djwebhooks.send_event("project.update", {"text": "é" * 40}, owner=user)  # 92 bytes
+    with pytest.raises(PayloadError, match=r"is 112 bytes of JSON, more than "
+                                           r"DJWEBHOOKS\['MAX_PAYLOAD_BYTES'\] \(100\)"):
+        djwebhooks.send_event("project.update", {"text": "é" * 50}, owner=user)
+    assert Delivery.objects.count() == 1

@@ -1,5 +1,6 @@
 """``Senderable`` on its own: no settings, no models, one attempt per ``send()``."""
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -9,11 +10,16 @@ from standardwebhooks import Webhook
 
 from djwebhooks.senders.base import FORM, AttemptResult, Senderable
 from djwebhooks.signing import generate_secret
+from djwebhooks.ssrf import URLPolicy
 from tests.receiver import Reply
+
+#: The test receivers listen on loopback, which senders refuse unless allowed.
+LOOPBACK = URLPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
 
 
 def make(url, **options):
     options.setdefault("payload", {"a": 1})
+    options.setdefault("policy", LOOPBACK)
     return Senderable(
         url=url,
         event="thing.happened",
@@ -35,7 +41,7 @@ def test_send_makes_one_signed_attempt_and_notifies(receiver):
     sender = Recording(url=receiver.url + "/x/", payload={"a": 1}, event="thing.happened",
                        message_id="msg_base", secret=secret,
                        timestamp=datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc),
-                       extra={"tenant": "t1"}, user_agent="tests/1")
+                       extra={"tenant": "t1"}, user_agent="tests/1", policy=LOOPBACK)
     result = sender.send()
 
     assert notified == [result]
@@ -61,6 +67,13 @@ def test_cached_properties_and_overridable_getters(receiver):
     assert sender.url == receiver.url
     assert sender.payload == {"A": 1}
     assert json.loads(sender.jsonified_payload)["data"] == {"A": 1}
+
+
+def test_private_addresses_are_refused_by_default(receiver):
+    result = make(receiver.url, policy=None).send()
+    assert (result.success, result.notification) == (False, "Refused")
+    assert result.error.startswith("DeliveryRefused: 127.0.0.1 is not a public address")
+    assert receiver.requests == []
 
 
 def test_form_body():

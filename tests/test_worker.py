@@ -163,7 +163,7 @@ def test_invalid_url_fails_at_once(make_target, user):
     run_worker()
     delivery.refresh_from_db()
     assert delivery.status == "failed"
-    assert delivery.reason.startswith("DeliveryInvalidURL: not retried")
+    assert delivery.reason == "DeliveryRefused: not retried (The URL has no host.)"
 
 
 def test_retries_run_out(settings, make_target, user, receiver):

@@ -71,6 +71,8 @@ class Senderable:
         user_agent="dj-webhooks",
         session=None,
         clock=time.time,
+        policy=None,
+        total_timeout=transport.DEFAULT_TOTAL_TIMEOUT,
     ):
         self._url = url
         self._payload = payload
@@ -85,6 +87,8 @@ class Senderable:
         self.user_agent = user_agent
         self.session = session
         self.clock = clock
+        self.policy = policy
+        self.total_timeout = total_timeout
 
     @cached_property
     def url(self):
@@ -166,6 +170,8 @@ class Senderable:
                 timeout=self.timeout,
                 body_limit=self.body_limit,
                 session=self.session,
+                policy=self.policy,
+                total_timeout=self.total_timeout,
             )
         except DeliveryError as exc:
             result = AttemptResult(

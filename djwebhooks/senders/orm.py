@@ -182,7 +182,8 @@ def normalise_payload(payload, function=None):
             "Return a dict of JSON-serialisable values."
         )
     try:
-        text = json.dumps(payload, cls=DjangoJSONEncoder, allow_nan=False)
+        # As on the wire: UTF-8, not \u escapes, so the size limit counts real bytes.
+        text = json.dumps(payload, cls=DjangoJSONEncoder, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         path, value, reason = _find_unserialisable(payload, "payload")
         raise PayloadError(
@@ -190,6 +191,13 @@ def normalise_payload(payload, function=None):
             "Convert it to a string, number, bool, None, list or dict.",
             path=path,
         ) from exc
+    size, limit = len(text.encode("utf-8")), conf.get_setting("MAX_PAYLOAD_BYTES")
+    if size > limit:
+        raise PayloadError(
+            f"The payload{source} is {size} bytes of JSON, more than "
+            f"DJWEBHOOKS['MAX_PAYLOAD_BYTES'] ({limit}). Send less, such as ids and a URL "
+            "to fetch the rest from, or raise the limit."
+        )
     return json.loads(text)
 
 
@@ -255,6 +263,8 @@ class DjangoSenderable(Senderable):
             "timeout": conf.get_timeouts(),
             "body_limit": conf.get_setting("RESPONSE_BODY_LIMIT"),
             "user_agent": conf.get_user_agent(),
+            "policy": conf.get_url_policy(),
+            "total_timeout": conf.get_seconds("TOTAL_TIMEOUT"),
         }
         options.update(kwargs)
         super().__init__(**options)
