@@ -105,4 +105,7 @@ DJWEBHOOKS = {
     # the retries; run it beside runserver:
     #     python example_project/manage.py webhooks_worker
     "BACKEND": "djwebhooks.backends.database.DatabaseBackend",
+    # Targets must be public addresses, so a user of the site cannot point one at its
+    # internals. This project's receivers are on this machine, so loopback is allowed here.
+    "ALLOWED_NETWORKS": ["127.0.0.0/8", "::1/128"],
 }
