@@ -1,17 +1,28 @@
 """Admin: targets to manage; a read-only delivery log with attempts inline."""
 
+import logging
+
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db import models
+from django.http import Http404
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.timezone import localtime
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.views.decorators.cache import never_cache
 
+from djwebhooks import rotation
 from djwebhooks.delivery import replay
 from djwebhooks.forms import WebhookTargetForm
 from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
+
+logger = logging.getLogger(__name__)
 
 
 @admin.register(WebhookTarget)
@@ -27,7 +38,7 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     readonly_fields = ["display_secret", "consecutive_failures", "failing_since", "disabled_at",
                        "disabled_reason", "created", "modified"]
     date_hierarchy = "created"
-    actions = ["enable_targets"]
+    actions = ["enable_targets", "rotate_secrets"]
 
     @admin.display(description=_("health"), ordering="consecutive_failures")
     def health(self, obj):
@@ -56,6 +67,60 @@ class WebhookTargetAdmin(admin.ModelAdmin):
                                             "Enabled %(count)d targets.", count)
                           % {"count": count}, messages.SUCCESS)
 
+    @admin.action(description=_("Rotate signing secrets of selected targets"),
+                  permissions=["change"])
+    def rotate_secrets(self, request, queryset):
+        """Give each target a new secret; the old one stays valid for SECRET_ROTATION_GRACE."""
+        results = rotation.rotate_secrets(queryset)
+        rotated = [result for result in results if not result.skipped]
+        skipped = [result for result in results if result.skipped]
+        for result in rotated:
+            self.log_change(request, result.target, gettext("Rotated the signing secret."))
+        if rotated:
+            self.message_user(request, rotated_message(rotated), messages.SUCCESS)
+        if skipped:
+            self.message_user(request, skipped_message(skipped), messages.WARNING)
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        # Before the default URLs, whose "<path:object_id>/" would take this one.
+        return [
+            path("<path:object_id>/secret/",
+                 self.admin_site.admin_view(never_cache(self.secret_view)),
+                 name="{}_{}_secret".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def secret_view(self, request, object_id):
+        """The whole signing secret (and the previous one, during its grace period).
+
+        Only for users who may change the target: the secret lets its holder sign requests
+        that the target's receiver trusts.
+        """
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        target = self.get_object(request, unquote(object_id))
+        if target is None:
+            raise Http404(gettext("No webhook target with this id."))
+        if not self.has_change_permission(request, target):
+            raise PermissionDenied
+        # Who looked, never what they saw.
+        logger.info("User %s viewed the signing secret of webhook target %s.",
+                    request.user.pk, target.pk)
+        in_grace = len(target.signing_secrets()) > 1
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Signing secret of %s") % target,
+            "subtitle": None,
+            "opts": self.opts,
+            "object": target,
+            "secret": target.secret,
+            "previous_secret": target.previous_secret if in_grace else "",
+            "previous_secret_expires": target.previous_secret_expires if in_grace else None,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/djwebhooks/webhooktarget/secret.html", context)
+
     def get_search_fields(self, request):
         # Search owners by whatever identifies them in this project's user model.
         username = get_user_model().USERNAME_FIELD
@@ -63,8 +128,50 @@ class WebhookTargetAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("signing secret"))
     def display_secret(self, obj):
-        """The secret, masked: it is never shown whole in the admin."""
+        """The secret, masked: only the secret page (see ``secret_view``) shows it whole."""
         return obj.masked_secret
+
+
+def format_moment(moment):
+    """A date and time in the current time zone, naming the zone."""
+    moment = localtime(moment)
+    return f"{date_format(moment, 'DATETIME_FORMAT')} ({moment.tzname()})"
+
+
+def rotated_message(rotated):
+    """Say how many secrets were rotated, and until when the old ones keep working."""
+    count = len(rotated)
+    text = ngettext("Rotated the signing secret of %(count)d target.",
+                    "Rotated the signing secrets of %(count)d targets.", count) % {
+        "count": count}
+    until = rotated[0].valid_until  # one grace period for the whole batch
+    if until is None:
+        return text + " " + ngettext("Its previous secret is no longer valid.",
+                                     "Their previous secrets are no longer valid.", count)
+    return text + " " + ngettext(
+        "Its previous secret stays valid, and requests are signed with both, until "
+        "%(until)s.",
+        "Their previous secrets stay valid, and requests are signed with both, until "
+        "%(until)s.", count) % {"until": format_moment(until)}
+
+
+def skipped_message(skipped):
+    """Say which targets were left alone because an earlier rotation's grace period runs."""
+    count = len(skipped)
+    listed = "; ".join(
+        gettext("%(target)s (until %(until)s)") % {
+            "target": result.target, "until": format_moment(result.valid_until)}
+        for result in skipped
+    )
+    return ngettext(
+        "Skipped %(count)d target whose previous secret is still in its grace period: "
+        "%(listed)s. Rotating again now would make that secret invalid at once, while "
+        "receivers may still use it. Try again once the period is over, or use "
+        "manage.py webhooks_rotate_secret --force.",
+        "Skipped %(count)d targets whose previous secrets are still in their grace period: "
+        "%(listed)s. Rotating again now would make those secrets invalid at once, while "
+        "receivers may still use them. Try again once the periods are over, or use "
+        "manage.py webhooks_rotate_secret --force.", count) % {"count": count, "listed": listed}
 
 
 class DeliveryAttemptInline(admin.TabularInline):

@@ -172,6 +172,8 @@ def settings_problems():
         value = raw.get(key, DEFAULTS[key])
         if value is None and key == "DISABLE_AFTER":
             continue
+        if key == "SECRET_ROTATION_GRACE" and _is_duration(value) and _seconds(value) == 0:
+            continue  # no grace: a rotated secret stops working at once
         if not _is_positive_duration(value):
             yield key, (
                 f"DJWEBHOOKS[{key!r}] must be a positive number of seconds (or a timedelta), "
@@ -255,7 +257,11 @@ def _seconds(value):
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def _is_duration(value):
+    return isinstance(value, timedelta) or (
+        isinstance(value, Real) and not isinstance(value, bool)
+    )
+
+
 def _is_positive_duration(value):
-    if isinstance(value, timedelta):
-        return value.total_seconds() > 0
-    return not isinstance(value, bool) and isinstance(value, Real) and value > 0
+    return _is_duration(value) and _seconds(value) > 0

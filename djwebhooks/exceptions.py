@@ -9,6 +9,7 @@
      ├── OwnerError                    (also TypeError)
      ├── PayloadError                  (also TypeError)
      ├── SignatureVerificationError    (also django.core.exceptions.SuspiciousOperation)
+     │    └── ReplayedWebhookError     a webhook-id received before (replay protection)
      ├── CancelDelivery                raised by a delivery_sending receiver to cancel
      └── DeliveryError                 a request that did not produce a response
           ├── DeliveryTimeout          retried, after a longer wait
@@ -67,7 +68,11 @@ class PayloadError(WebhookError, TypeError):
 
 
 class SignatureVerificationError(WebhookError, SuspiciousOperation):
-    """A received webhook's signature or timestamp did not verify."""
+    """A received webhook did not verify; the message says which check failed."""
+
+
+class ReplayedWebhookError(SignatureVerificationError):
+    """A verified webhook whose ``webhook-id`` was already received at this URL."""
 
 
 class DeliveryError(WebhookError):

@@ -82,6 +82,7 @@ def test_not_a_dict():
         {"ALLOWED_PORTS": [443, 70000]},
         {"SECRET_ROTATION_GRACE": 8 * 86400},
         {"SECRET_ROTATION_GRACE": -1},
+        {"SECRET_ROTATION_GRACE": "1d"},
     ],
 )
 def test_bad_values(bad):
@@ -129,6 +130,10 @@ def test_lease_shorter_than_the_timeouts():
 def test_no_events():
     assert ids({}, debug=True) == ["djwebhooks.W002"]
     assert ids(None, debug=True) == ["djwebhooks.W002"]
+
+
+def test_rotation_grace_may_be_zero():
+    assert ids({"EVENTS": ["a"], "SECRET_ROTATION_GRACE": 0}, debug=True) == []
 
 
 def test_durations_accept_timedeltas(settings):

@@ -7,6 +7,7 @@ from io import StringIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.management import call_command
 from django.test import LiveServerTestCase, TestCase, override_settings
 from django.urls import reverse
@@ -44,6 +45,10 @@ class ReceiverViewTests(TestCase):
         cls.flaky_target = WebhookTarget.objects.create(
             owner=cls.user, event="project.update", identifier="acme", target_url=FLAKY_URL
         )
+
+    def setUp(self):
+        # The receiver remembers the webhook-ids it accepted (replay protection).
+        cache.clear()
 
     def post(self, url, body, *, secret, msg_id="msg_test", timestamp=None, signature=None):
         """POST ``body`` to ``url`` with Standard Webhooks headers signed with ``secret``."""
@@ -83,6 +88,38 @@ class ReceiverViewTests(TestCase):
         received = ReceivedWebhook.objects.get()
         self.assertFalse(received.verified)
         self.assertEqual(received.response_status, 400)
+
+    def test_says_why_it_refused(self):
+        response = self.post(reverse("projects:receiver"), envelope(), secret="whsec_" + "A" * 32)
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response.content,
+                         b"No signature in the webhook-signature header matches the secret.\n")
+
+    def test_rejects_a_replayed_webhook(self):
+        url = reverse("projects:receiver")
+        timestamp = int(time.time())
+        first = self.post(url, envelope(), secret=self.target.secret, timestamp=timestamp)
+        self.assertEqual(first.status_code, 200)
+        replayed = self.post(url, envelope(), secret=self.target.secret, timestamp=timestamp)
+        self.assertEqual(replayed.status_code, 400)
+        self.assertIn(b"was already received here", replayed.content)
+        self.assertEqual(
+            [(r.verified, r.response_status) for r in ReceivedWebhook.objects.order_by("pk")],
+            [(True, 200), (False, 400)],
+        )
+
+    def test_accepts_the_previous_secret_while_a_rotation_lasts(self):
+        old = self.target.secret
+        self.target.rotate_secret(3600)
+        url = reverse("projects:receiver")
+        self.assertEqual(self.post(url, envelope(), secret=old).status_code, 200)
+        self.assertEqual(
+            self.post(url, envelope(), secret=self.target.secret, msg_id="msg_2").status_code,
+            200,
+        )
+        self.target.rotate_secret(0)
+        self.assertEqual(self.post(url, envelope(), secret=old, msg_id="msg_3").status_code,
+                         400)
 
     def test_rejects_a_body_changed_after_signing(self):
         signature = sign(self.target.secret, "msg_test", int(time.time()), envelope(a=1))

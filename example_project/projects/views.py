@@ -1,17 +1,16 @@
 """Pages that send webhooks (the project form) and pages that receive them."""
 
 import json
+from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db import transaction
-from django.http import HttpResponse, HttpResponseBadRequest
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.http import HttpResponse
 from django.views.generic import ListView, UpdateView
 
 from djwebhooks.models import WebhookTarget
-from djwebhooks.signing import verify
+from djwebhooks.receivers import webhook_receiver
 from projects.models import Project, ReceivedWebhook
 from projects.webhooks import send_project_update
 
@@ -57,31 +56,24 @@ class ProjectUpdateView(LoginRequiredMixin, UpdateView):
 # ---------
 #
 # These views stand in for someone else's site: they check each request the way any
-# Standard Webhooks receiver would, and log it so the demo can show what arrived.
+# Standard Webhooks receiver would (with dj-webhooks' webhook_receiver decorator), and log
+# it so the demo can show what arrived.
 
 #: Seconds the flaky receiver asks for, in its 503's Retry-After header.
 FLAKY_RETRY_AFTER = 1
 
 
-def signature_is_valid(request):
-    """Return True when the request is signed with the secret of a target for this URL."""
+def target_secrets(request):
+    """The secrets a request to this URL may be signed with."""
     # A real receiver keeps the secret it was given when it subscribed. This one lives in
     # the sending project, so it looks the secrets up in the sender's own table: those of
     # every WebhookTarget whose URL is the one this request came to. One URL may be
-    # subscribed to several events, each target with its own secret, so any may match.
-    secrets = WebhookTarget.objects.filter(
-        target_url=request.build_absolute_uri()
-    ).values_list("secret", flat=True)
-    return any(
-        verify(
-            secret,
-            request.headers.get("webhook-id", ""),
-            request.headers.get("webhook-timestamp", ""),
-            request.body,
-            request.headers.get("webhook-signature", ""),
-        )
-        for secret in secrets
-    )
+    # subscribed to several events, each target with its own secret, and a target whose
+    # secret was just rotated signs with its previous one too, so any of them may match.
+    secrets = []
+    for target in WebhookTarget.objects.filter(target_url=request.build_absolute_uri()):
+        secrets += target.signing_secrets()
+    return secrets
 
 
 def read_envelope(request):
@@ -98,9 +90,10 @@ def read_envelope(request):
     return envelope if isinstance(envelope, dict) else None
 
 
-def record(request, endpoint, verified, status):
+def record(request, endpoint, verified, status, envelope=None):
     """Store what arrived, and how the receiver answered it."""
-    envelope = read_envelope(request)
+    if envelope is None:
+        envelope = read_envelope(request)
     event_type = envelope.get("type") if envelope else ""
     return ReceivedWebhook.objects.create(
         endpoint=endpoint,
@@ -112,35 +105,53 @@ def record(request, endpoint, verified, status):
     )
 
 
-@csrf_exempt
-@require_POST
-def receive_webhook(request):
-    """Accept a correctly signed webhook with 200; refuse anything else with 400."""
-    if not signature_is_valid(request):
-        record(request, ReceivedWebhook.Endpoint.RECEIVER, verified=False, status=400)
-        return HttpResponseBadRequest("Invalid webhook signature or timestamp.")
-    record(request, ReceivedWebhook.Endpoint.RECEIVER, verified=True, status=200)
+def recording_refusals(endpoint):
+    """Also log the requests that ``webhook_receiver`` refused, before the view ran."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            response = view(request, *args, **kwargs)
+            # webhook_receiver answers 400 (saying why) when a request does not verify;
+            # the views below never answer 400 themselves.
+            if response.status_code == 400:
+                record(request, endpoint, verified=False, status=400)
+            return response
+
+        return wrapper
+
+    return decorator
+
+
+@recording_refusals(ReceivedWebhook.Endpoint.RECEIVER)
+@webhook_receiver(secret=target_secrets, replay_protection=True)
+def receive_webhook(request, webhook):
+    """Accept a correctly signed webhook with 200; refuse anything else with 400.
+
+    With replay protection, a webhook-id accepted here within the last 10 minutes (twice
+    the timestamp tolerance) is refused: a copy of a request cannot be played again.
+    """
+    record(request, ReceivedWebhook.Endpoint.RECEIVER, verified=True, status=200,
+           envelope=webhook)
     return HttpResponse("Received.", content_type="text/plain")
 
 
-@csrf_exempt
-@require_POST
-def receive_webhook_flaky(request):
+@recording_refusals(ReceivedWebhook.Endpoint.FLAKY)
+@webhook_receiver(secret=target_secrets)
+def receive_webhook_flaky(request, webhook):
     """Like ``receive_webhook``, but answer 503 the first time a webhook-id arrives.
 
     The 503 carries ``Retry-After: 1``: "try again in a second". dj-webhooks schedules
     the retry no sooner than that, and a retry keeps its webhook-id, so it gets 200.
     """
-    if not signature_is_valid(request):
-        record(request, ReceivedWebhook.Endpoint.FLAKY, verified=False, status=400)
-        return HttpResponseBadRequest("Invalid webhook signature or timestamp.")
     seen = ReceivedWebhook.objects.filter(
         endpoint=ReceivedWebhook.Endpoint.FLAKY,
-        webhook_id=request.headers.get("webhook-id", ""),
+        webhook_id=request.headers["webhook-id"],
         verified=True,
     ).exists()
     status = 200 if seen else 503
-    record(request, ReceivedWebhook.Endpoint.FLAKY, verified=True, status=status)
+    record(request, ReceivedWebhook.Endpoint.FLAKY, verified=True, status=status,
+           envelope=webhook)
     if not seen:
         response = HttpResponse("Down for a moment; try again in a second.", status=503,
                                 content_type="text/plain")
