@@ -42,7 +42,8 @@ def grace_seconds(grace=None):
 
 
 def rotate_secrets(targets, grace=None, *, force=False, dry_run=False, now=None):
-    """Rotate the secret of every target in the queryset ``targets``; return ``Rotation``s.
+    """Rotate the secret of every target in the queryset ``targets``; return a list of
+    ``Rotation`` results.
 
     A target still in the grace period of an earlier rotation is skipped unless ``force``
     (or ``grace`` is 0): rotating it again would end that period at once, and receivers
