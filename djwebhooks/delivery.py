@@ -54,64 +54,73 @@ def deliver(delivery_id, *, session=None):
     ``delivery_sending`` receiver cancelled it. A receiver's failure is recorded, never
     raised.
     """
-    from djwebhooks.senders.orm import DjangoSenderable
-
-    with serialized(router.db_for_read(Delivery)):
-        delivery = _load(delivery_id)
-        if delivery is None:
-            logger.info("Delivery %s no longer exists; nothing to send.", delivery_id)
-            return None
-        if delivery.status != Delivery.Status.PENDING:
-            logger.info("Delivery %s is %s; not sending it.", delivery_id, delivery.status)
-            return None
-        if not delivery.webhook_target.is_active:
-            finish(delivery, Delivery.Status.FAILED, "target is inactive; nothing was sent")
-            return None
-    try:
-        signals.delivery_sending.send(sender=Delivery, delivery=delivery)
-        sender = DjangoSenderable(delivery, session=session)
-    except CancelDelivery as exc:
-        with serialized(router.db_for_write(Delivery)):
-            finish(delivery, Delivery.Status.CANCELLED, f"cancelled: {exc}")
+    [(delivery, sender)] = prepare([delivery_id], session=session) or [(None, None)]
+    if sender is None:
         return None
-    except DatabaseError:
-        raise
-    except Exception as exc:
-        # A bug or a bad setting (OWNER_FIELD, say), not the receiver's fault. Record it as
-        # a failed attempt, so it shows in the admin and is retried on the usual schedule
-        # (the cause may be fixed by then) instead of leaving the delivery stuck.
-        logger.exception("Delivery %s could not be prepared for sending.", delivery.pk)
-        result = AttemptResult(
-            success=False, response_status=None, response_message="",
-            response_content_type="", error=f"{type(exc).__name__}: {exc}", duration=0,
-            notification="Error before sending", exception=exc,
-        )
-        record_attempt(delivery, result)
-    else:
-        result = sender.send()
-    log = logger.info if result.success else logger.warning
-    log(
-        "Delivery %s (%s, %s) attempt %s: %s; %s",
-        delivery.pk,
-        delivery.event,
-        delivery.hash_value,
-        delivery.attempt,
-        result.notification or result.error,
-        delivery.reason or delivery.status,
-    )
+    result = sender.send()  # DjangoSenderable.notify records it
     return result
 
 
-def _load(delivery_id):
-    """Read the delivery with its target and owner, reconnecting once if the database
-    connection went away since the last use (a database restart): nothing was sent yet, so
-    trying again is safe."""
-    query = Delivery.objects.select_related("webhook_target__owner").filter(pk=delivery_id)
+def prepare(delivery_ids, *, session=None, record=True):
+    """Load pending deliveries and return ``(delivery, sender)`` pairs ready to send.
+
+    One query loads them all, with their targets and owners. Deliveries that no longer
+    exist or are not pending are left out; those whose target is inactive fail, and those
+    a ``delivery_sending`` receiver cancels are cancelled, without a request. An error while
+    preparing a request is recorded as a failed attempt. With ``record=False`` the senders
+    leave recording to the caller (``record_attempts``), as the worker does in batches.
+    """
+    from djwebhooks.senders.orm import DjangoSenderable
+
+    using = router.db_for_read(Delivery)
+    with serialized(using):
+        found = {delivery.pk: delivery for delivery in _load(delivery_ids)}
+    ready = []
+    for delivery_id in delivery_ids:
+        delivery = found.get(delivery_id)
+        if delivery is None:
+            logger.info("Delivery %s no longer exists; nothing to send.", delivery_id)
+        elif delivery.status != Delivery.Status.PENDING:
+            logger.info("Delivery %s is %s; not sending it.", delivery_id, delivery.status)
+        elif not delivery.webhook_target.is_active:
+            finish(delivery, Delivery.Status.FAILED, "target is inactive; nothing was sent")
+        else:
+            try:
+                signals.delivery_sending.send(sender=Delivery, delivery=delivery)
+                sender = DjangoSenderable(delivery, session=session, record=record)
+            except CancelDelivery as exc:
+                finish(delivery, Delivery.Status.CANCELLED, f"cancelled: {exc}")
+            except DatabaseError:
+                raise
+            except Exception as exc:
+                # A bug or a bad setting (OWNER_FIELD, say), not the receiver's fault.
+                # Record it as a failed attempt, so it shows in the admin and is retried on
+                # the usual schedule (the cause may be fixed by then) instead of leaving the
+                # delivery stuck.
+                logger.exception("Delivery %s could not be prepared for sending.",
+                                 delivery.pk)
+                record_attempt(delivery, AttemptResult(
+                    success=False, response_status=None, response_message="",
+                    response_content_type="", error=f"{type(exc).__name__}: {exc}",
+                    duration=0, notification="Error before sending", exception=exc,
+                ))
+            else:
+                ready.append((delivery, sender))
+    return ready
+
+
+def _load(delivery_ids):
+    """Read the deliveries with their targets and owners, reconnecting once if the
+    connection went away since its last use (a database restart): nothing was sent yet,
+    so trying again is safe."""
+    query = Delivery.objects.select_related("webhook_target__owner").filter(
+        pk__in=delivery_ids
+    )
     try:
-        return query.first()
+        return list(query)
     except (InterfaceError, OperationalError):
         connections[router.db_for_read(Delivery)].close()
-        return query.all().first()
+        return list(query.all())
 
 
 def record_attempt(delivery, result, *, now=None, policy=None):
@@ -119,78 +128,125 @@ def record_attempt(delivery, result, *, now=None, policy=None):
 
     A failed attempt is given a retry time by the ``RetryPolicy`` (from settings unless
     ``policy`` is given), or fails the delivery for good. ``now`` defaults to the time now.
+    Returns the ``DeliveryAttempt``.
     """
+    return record_attempts([(delivery, result)], now=now, policy=policy)[0]
+
+
+def record_attempts(outcomes, *, now=None, policy=None):
+    """Record a batch of ``(delivery, result)`` pairs in one transaction; return the attempts.
+
+    The same as ``record_attempt`` for each pair, in a few statements for the whole batch:
+    the attempt rows are inserted together, the deliveries updated together, and each
+    target's health counted once. The deliveries must be distinct.
+    """
+    if not outcomes:
+        return []
     now = now or timezone.now()
     policy = policy or conf.get_retry_policy()
     using = router.db_for_write(Delivery)
+    ids = [delivery.pk for delivery, _ in outcomes]
     with serialized(using), transaction.atomic(using=using):
-        # Write first: the UPDATE locks the row, so two senders finishing at once number
+        # Write first: the UPDATE locks the rows, so two senders finishing at once number
         # their attempts one after the other; and SQLite, which cannot turn a reading
         # transaction into a writing one while another connection writes, waits its turn.
-        Delivery.objects.filter(pk=delivery.pk).update(attempt=F("attempt") + 1)
-        number = Delivery.objects.values_list("attempt", flat=True).get(pk=delivery.pk)
-        attempt = DeliveryAttempt.objects.create(
-            delivery_id=delivery.pk,
-            attempt=number,
-            success=result.success,
-            response_status=result.response_status,
-            response_message=result.response_message,
-            response_content_type=result.response_content_type[:255],
-            error=result.error,
-            duration=result.duration,
-            notification=result.notification[:255],
-        )
-        if result.success:
-            status, next_attempt_at, reason = Delivery.Status.SUCCEEDED, None, ""
-        else:
-            decision = policy.decide(
-                number,
-                now=now,
-                status=result.response_status,
-                exception=result.exception,
-                retry_after=result.retry_after,
+        Delivery.objects.filter(pk__in=ids).update(attempt=F("attempt") + 1)
+        numbers = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "attempt"))
+        attempts = DeliveryAttempt.objects.bulk_create([
+            DeliveryAttempt(
+                delivery_id=delivery.pk,
+                attempt=numbers[delivery.pk],
+                success=result.success,
+                response_status=result.response_status,
+                response_message=result.response_message,
+                response_content_type=result.response_content_type[:255],
+                error=result.error,
+                duration=result.duration,
+                notification=result.notification[:255],
             )
-            status = Delivery.Status.PENDING if decision.retry else Delivery.Status.FAILED
-            next_attempt_at, reason = decision.retry_at, decision.reason[:255]
-        Delivery.objects.filter(pk=delivery.pk).update(
-            attempt=number,
-            success=result.success,
-            status=status,
-            response_status=result.response_status,
-            next_attempt_at=next_attempt_at,
-            reason=reason,
-            locked_by="",
-            locked_until=None,
-            modified=now,
+            for delivery, result in outcomes
+        ])
+        health = {}
+        for delivery, result in outcomes:
+            _apply(delivery, result, numbers[delivery.pk], policy, now)
+            target = health.setdefault(delivery.webhook_target_id, _Health())
+            target.add(delivery, result)
+        Delivery.objects.bulk_update(
+            [delivery for delivery, _ in outcomes],
+            ["attempt", "success", "status", "response_status", "next_attempt_at", "reason",
+             "locked_by", "locked_until", "modified"],
         )
-        disabled = update_health(
-            delivery.webhook_target_id,
-            success=result.success,
-            gone=result.response_status == 410,
-            final=status == Delivery.Status.FAILED,
+        disabled = {}
+        for target_id, counts in health.items():
+            # A success in the batch shows the target works; failures still count after it.
+            if counts.successes:
+                update_health(target_id, success=True, now=now)
+            if counts.failures:
+                reason = update_health(target_id, success=False, failures=counts.failures,
+                                       gone=counts.gone, final=counts.final, now=now)
+                if reason:
+                    disabled[target_id] = reason
+    for (delivery, result), attempt in zip(outcomes, attempts, strict=True):
+        transaction.on_commit(
+            partial(_announce, delivery, attempt, disabled.pop(delivery.webhook_target_id,
+                                                               None)),
+            using=using,
+        )
+        log = logger.info if result.success else logger.warning
+        log("Delivery %s (%s, %s) attempt %s: %s; %s", delivery.pk, delivery.event,
+            delivery.hash_value, attempt.attempt, result.notification or result.error,
+            delivery.reason or delivery.status)
+    return attempts
+
+
+def _apply(delivery, result, number, policy, now):
+    """Set the delivery's fields after attempt ``number`` ended with ``result``."""
+    if result.success:
+        status, next_attempt_at, reason = Delivery.Status.SUCCEEDED, None, ""
+    else:
+        decision = policy.decide(
+            number,
             now=now,
+            status=result.response_status,
+            exception=result.exception,
+            retry_after=result.retry_after,
         )
+        status = Delivery.Status.PENDING if decision.retry else Delivery.Status.FAILED
+        next_attempt_at, reason = decision.retry_at, decision.reason[:255]
     delivery.attempt, delivery.success, delivery.status = number, result.success, status
     delivery.response_status, delivery.next_attempt_at = result.response_status, next_attempt_at
     delivery.reason, delivery.locked_by, delivery.locked_until = reason, "", None
     delivery.modified = now
-    transaction.on_commit(
-        partial(_announce, delivery, attempt, disabled), using=using
-    )
-    return attempt
 
 
-def update_health(target_id, *, success, gone=False, final=False, now):
+class _Health:
+    """What one batch tells about one target."""
+
+    def __init__(self):
+        self.successes = self.failures = 0
+        self.gone = self.final = False
+
+    def add(self, delivery, result):
+        if result.success:
+            self.successes += 1
+        else:
+            self.failures += 1
+            self.gone |= result.response_status == 410
+            self.final |= delivery.status == Delivery.Status.FAILED
+
+
+def update_health(target_id, *, success, failures=1, gone=False, final=False, now):
     """Count a target's consecutive failures; disable it when it should stop receiving.
 
-    Returns the reason the target was disabled by this call, or None.
+    ``success`` resets the count; otherwise ``failures`` more are counted. Returns the
+    reason the target was disabled by this call, or None.
     """
     targets = WebhookTarget.objects.filter(pk=target_id)
     if success:
         targets.filter(consecutive_failures__gt=0).update(consecutive_failures=0,
                                                           failing_since=None)
         return None
-    targets.update(consecutive_failures=F("consecutive_failures") + 1,
+    targets.update(consecutive_failures=F("consecutive_failures") + failures,
                    failing_since=Coalesce("failing_since", models.Value(now)))
     reason = None
     if gone:

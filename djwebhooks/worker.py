@@ -17,7 +17,7 @@ from django.db import DatabaseError, close_old_connections, connections, router,
 from django.utils import timezone
 
 from djwebhooks import conf, transport
-from djwebhooks.delivery import deliver, serialized
+from djwebhooks.delivery import prepare, record_attempts, serialized
 from djwebhooks.models import Delivery
 
 logger = logging.getLogger("djwebhooks.worker")
@@ -75,8 +75,9 @@ class Worker:
 
     ``burst`` stops once nothing is due; ``max_deliveries`` stops after that many;
     ``stop()`` (from a signal handler, say) lets in-flight deliveries finish, then stops.
-    Each thread has its own HTTP session and database connection, so one slow receiver
-    holds up one thread, not the others.
+    The threads only make HTTP requests, each with its own session, so one slow receiver
+    holds up one thread, not the others. All database work (claiming, loading, recording
+    results in batches) happens in the thread that called ``run()``, on one connection.
     """
 
     def __init__(self, *, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
@@ -92,8 +93,9 @@ class Worker:
         self.clock = clock
         self.processed = 0  # deliveries handled to the end, sent or not
         self._claimed = 0
-        self._busy = 0
+        self._in_flight = 0
         self._stopping = False
+        self._results = []
         self._changed = threading.Condition()
         self._queue = queue.SimpleQueue()
 
@@ -107,7 +109,7 @@ class Worker:
         """Run until stopped; return the number of deliveries handled."""
         logger.info("Worker %s started (concurrency %s).", self.worker_id, self.concurrency)
         threads = [
-            threading.Thread(target=self._thread_main, name=f"djwebhooks-{n}", daemon=True)
+            threading.Thread(target=self._send_loop, name=f"djwebhooks-{n}", daemon=True)
             for n in range(self.concurrency)
         ]
         for thread in threads:
@@ -119,6 +121,7 @@ class Worker:
                 self._queue.put(None)
             for thread in threads:
                 thread.join()
+            self._record()  # what finished while stopping
             close_old_connections()
         logger.info("Worker %s stopped after %s %s.", self.worker_id, self.processed,
                     "delivery" if self.processed == 1 else "deliveries")
@@ -127,19 +130,21 @@ class Worker:
     def _loop(self):
         failures = 0
         while True:
+            self._record()
             with self._changed:
                 if self._stopping:
                     return
-                room = self.concurrency - self._busy
+                room = self.concurrency - self._in_flight
             if self.max_deliveries is not None:
                 room = min(room, self.max_deliveries - self._claimed)
-                if room <= 0 and self._busy == 0:
+                if room <= 0 and self._in_flight == 0:
                     return
             ids = []
             if room > 0:
                 try:
                     close_old_connections()
                     ids = claim(self.worker_id, limit=room, now=self.clock(), lease=self.lease)
+                    ready = prepare(ids, record=False) if ids else []
                 except DatabaseError as exc:
                     failures += 1
                     pause = min(30.0, self.interval * 2 ** min(failures, 5))
@@ -151,46 +156,64 @@ class Worker:
                 if failures:
                     logger.warning("Worker %s: the database is back.", self.worker_id)
                     failures = 0
-            with self._changed:
-                self._busy += len(ids)
-            self._claimed += len(ids)
-            for delivery_id in ids:
-                self._queue.put(delivery_id)
+                self._claimed += len(ids)
+                self.processed += len(ids) - len(ready)  # finished without a request
+                with self._changed:
+                    self._in_flight += len(ready)
+                for pair in ready:
+                    self._queue.put(pair)
             if not ids and self.burst:
                 with self._changed:
-                    if self._busy == 0:
+                    if self._in_flight == 0 and not self._results:
                         return
-            if not ids:
-                self._pause(self.interval)  # nothing due: poll again later
-            elif len(ids) == room:
-                with self._changed:  # every thread busy: wait until one is free
-                    self._changed.wait_for(
-                        lambda: self._stopping or self._busy < self.concurrency, self.interval
-                    )
+            with self._changed:
+                if self._results or self._stopping:
+                    continue
+                if not ids:
+                    # Nothing due: wait for a result or for the next poll.
+                    self._changed.wait(self.interval)
+                elif len(ids) == room:
+                    # Every thread busy: wait until one has a result to record.
+                    self._changed.wait_for(lambda: self._results or self._stopping,
+                                           self.interval)
 
     def _pause(self, seconds):
         with self._changed:
             if not self._stopping:
                 self._changed.wait(seconds)
 
-    def _thread_main(self):
+    def _record(self):
+        """Record the results the threads have handed back, in one batch."""
+        with self._changed:
+            finished, self._results = self._results, []
+        results = [(delivery, result) for delivery, result in finished if result is not None]
+        self.processed += len(finished) - len(results)
+        if not results:
+            return
         try:
-            while (delivery_id := self._queue.get()) is not None:
+            record_attempts(results)
+        except DatabaseError:
+            # The claims stay until their leases expire; then a worker sends them again.
+            logger.exception("Worker %s could not record %s results.", self.worker_id,
+                             len(results))
+            connections.close_all()
+        self.processed += len(results)
+
+    def _send_loop(self):
+        try:
+            while (item := self._queue.get()) is not None:
+                delivery, sender = item
                 try:
-                    deliver(delivery_id)
-                except DatabaseError:
-                    # The claim stays until its lease expires; then a worker takes it again.
-                    logger.exception("Worker %s could not record delivery %s.",
-                                     self.worker_id, delivery_id)
-                    connections.close_all()
+                    result = sender.send()
                 except Exception:
+                    # Senders catch the receiver's failures; this is a bug. The claim stays
+                    # until its lease expires.
                     logger.exception("Worker %s failed on delivery %s.", self.worker_id,
-                                     delivery_id)
-                finally:
-                    with self._changed:
-                        self._busy -= 1
-                        self.processed += 1
-                        self._changed.notify_all()
+                                     delivery.pk)
+                    result = None
+                with self._changed:
+                    self._results.append((delivery, result))
+                    self._in_flight -= 1
+                    self._changed.notify_all()
         finally:
             transport.close_session()
-            connections.close_all()

@@ -215,3 +215,24 @@ def test_a_failing_sending_receiver_is_recorded(make_target, user, receiver):
         signals.delivery_sending.disconnect(dispatch_uid="test-broken")
     assert receiver.requests == []
     assert delivery.attempts.get().error == "KeyError: 'oops'"
+
+
+def test_a_batch_of_results_costs_a_fixed_number_of_queries(make_target, user,
+                                                            django_assert_max_num_queries):
+    from djwebhooks.delivery import record_attempts
+
+    target = make_target()
+    deliveries = [
+        Delivery.objects.create(webhook_target=target, event="project.update",
+                                hash_value=f"msg_{n}", next_attempt_at=timezone.now())
+        for n in range(20)
+    ]
+    outcomes = [(d, SUCCESS if n % 2 else FAILURE) for n, d in enumerate(deliveries)]
+    with django_assert_max_num_queries(8):
+        attempts = record_attempts(outcomes)
+    assert [a.attempt for a in attempts] == [1] * 20
+    assert Delivery.objects.filter(status="succeeded").count() == 10
+    assert Delivery.objects.filter(status="pending", attempt=1).count() == 10
+    target.refresh_from_db()
+    # The batch had successes, so the target works; its failures still count.
+    assert target.consecutive_failures == 10

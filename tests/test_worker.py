@@ -285,3 +285,23 @@ def test_deliveries_rolled_back_never_reach_the_worker(make_target, user, receiv
         send_event("project.update", {}, owner=user)
         raise RuntimeError
     assert run_worker() == 0
+
+
+def test_sending_threads_never_touch_the_database(monkeypatch, make_target, user, receiver):
+    from django.db.backends.utils import CursorWrapper
+
+    threads = set()
+    execute = CursorWrapper.execute
+
+    def spy(self, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(CursorWrapper, "execute", spy)
+    make_target()
+    for n in range(8):
+        send_event("project.update", {"n": n}, owner=user)
+    threads.clear()
+    assert run_worker(concurrency=4) == 8
+    # One connection per worker process, however many threads send.
+    assert threads == {threading.current_thread().name}

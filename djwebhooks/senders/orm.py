@@ -247,8 +247,9 @@ class DjangoSenderable(Senderable):
 
     json_encoder = DjangoJSONEncoder
 
-    def __init__(self, delivery, **kwargs):
+    def __init__(self, delivery, *, record=True, **kwargs):
         target = delivery.webhook_target
+        self.record = record
         self.delivery = delivery
         self.webhook_target = target
         options = {
@@ -270,7 +271,12 @@ class DjangoSenderable(Senderable):
         super().__init__(**options)
 
     def notify(self, result):
-        """Store the attempt and move the delivery's status (see ``delivery.record_attempt``)."""
-        from djwebhooks.delivery import record_attempt
+        """Store the attempt and move the delivery's status (see ``delivery.record_attempt``).
 
-        record_attempt(self.delivery, result)
+        Senders made with ``record=False`` leave that to their caller, which records many
+        results at once (``delivery.record_attempts``).
+        """
+        if self.record:
+            from djwebhooks.delivery import record_attempt
+
+            record_attempt(self.delivery, result)
