@@ -22,21 +22,29 @@ class InlineBackend(BaseBackend):
         return None
 
     def enqueue(self, delivery_ids):
-        """Claim the deliveries (so no worker sends them too), then deliver each one now."""
-        from djwebhooks.delivery import deliver
+        """Claim the deliveries (so no worker sends them too), send each one now, one after
+        the other, and record the results together."""
+        from djwebhooks.delivery import prepare, record_attempts
         from djwebhooks.worker import claim, default_worker_id
 
         try:
             claimed = claim(f"inline:{default_worker_id()}", limit=len(delivery_ids),
                             ids=delivery_ids)
+            ready = prepare(claimed, session=self.session(), record=False)
         except Exception:
             # The caller's work has committed; a failure to send must not undo its
             # response. The deliveries stay due, for a worker or a replay.
-            logger.exception("Could not claim webhook deliveries %s.", delivery_ids)
+            logger.exception("Could not prepare webhook deliveries %s.", delivery_ids)
             return
-        session = self.session()
-        for delivery_id in claimed:
+        outcomes = []
+        for delivery, sender in ready:
             try:
-                deliver(delivery_id, session=session)
+                outcomes.append((delivery, sender.send()))
             except Exception:
-                logger.exception("Could not deliver webhook delivery %s.", delivery_id)
+                logger.exception("Could not deliver webhook delivery %s.", delivery.pk)
+        try:
+            record_attempts(outcomes)
+        except Exception:
+            # Their claims expire after the lease; a worker then sends them again.
+            logger.exception("Could not record webhook deliveries %s.",
+                             [delivery.pk for delivery, _ in outcomes])
