@@ -61,7 +61,7 @@ def deliver(delivery_id, *, session=None):
     return result
 
 
-def prepare(delivery_ids, *, session=None, record=True):
+def prepare(delivery_ids, *, session=None, record=True, hold=None):
     """Load pending deliveries and return ``(delivery, sender)`` pairs ready to send.
 
     One query loads them all, with their targets and owners. Deliveries that no longer
@@ -69,13 +69,14 @@ def prepare(delivery_ids, *, session=None, record=True):
     a ``delivery_sending`` receiver cancels are cancelled, without a request. An error while
     preparing a request is recorded as a failed attempt. With ``record=False`` the senders
     leave recording to the caller (``record_attempts``), as the worker does in batches.
+    ``hold(delivery)`` returning True puts a delivery back, unsent and unclaimed, for later.
     """
     from djwebhooks.senders.orm import DjangoSenderable
 
     using = router.db_for_read(Delivery)
     with serialized(using):
         found = {delivery.pk: delivery for delivery in _load(delivery_ids)}
-    ready = []
+    ready, held = [], []
     for delivery_id in delivery_ids:
         delivery = found.get(delivery_id)
         if delivery is None:
@@ -84,6 +85,8 @@ def prepare(delivery_ids, *, session=None, record=True):
             logger.info("Delivery %s is %s; not sending it.", delivery_id, delivery.status)
         elif not delivery.webhook_target.is_active:
             finish(delivery, Delivery.Status.FAILED, "target is inactive; nothing was sent")
+        elif hold is not None and hold(delivery):
+            held.append(delivery.pk)
         else:
             try:
                 signals.delivery_sending.send(sender=Delivery, delivery=delivery)
@@ -106,6 +109,11 @@ def prepare(delivery_ids, *, session=None, record=True):
                 ))
             else:
                 ready.append((delivery, sender))
+    if held:
+        with serialized(router.db_for_write(Delivery)):
+            Delivery.objects.filter(pk__in=held, status=Delivery.Status.PENDING).update(
+                locked_by="", locked_until=None
+            )
     return ready
 
 

@@ -6,6 +6,7 @@ outside any transaction. A delivery whose worker died is claimed again when its 
 expires, so nothing is lost; a message sent twice carries the same ``webhook-id``.
 """
 
+import collections
 import logging
 import os
 import queue
@@ -28,11 +29,12 @@ def default_worker_id():
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def claim(worker_id, *, limit, ids=None, now=None, lease=None):
+def claim(worker_id, *, limit, ids=None, now=None, lease=None, exclude_targets=()):
     """Claim up to ``limit`` due deliveries (among ``ids`` if given) and return their ids.
 
     Rows locked by another transaction are skipped, not waited for; a row whose lease has
-    expired counts as due again.
+    expired counts as due again. Deliveries to ``exclude_targets`` (target ids) are left
+    for later.
     """
     now = now or timezone.now()
     lease = conf.get_seconds("LEASE") if lease is None else lease
@@ -41,6 +43,8 @@ def claim(worker_id, *, limit, ids=None, now=None, lease=None):
     due = Delivery.objects.using(using).due(now)
     if ids is not None:
         due = due.filter(pk__in=ids)
+    if exclude_targets:
+        due = due.exclude(webhook_target_id__in=list(exclude_targets))
     due = due.order_by("next_attempt_at", "pk")
     sqlite = connections[using].vendor == "sqlite"
     if sqlite:
@@ -75,8 +79,9 @@ class Worker:
 
     ``burst`` stops once nothing is due; ``max_deliveries`` stops after that many;
     ``stop()`` (from a signal handler, say) lets in-flight deliveries finish, then stops.
-    The threads only make HTTP requests, each with its own session, so one slow receiver
-    holds up one thread, not the others. All database work (claiming, loading, recording
+    The threads only make HTTP requests, each with its own session. A target whose last
+    attempt failed gets one thread at most until it answers again, so an endpoint that is
+    down or slow cannot take every thread. All database work (claiming, loading, recording
     results in batches) happens in the thread that called ``run()``, on one connection.
     """
 
@@ -96,6 +101,8 @@ class Worker:
         self._in_flight = 0
         self._stopping = False
         self._results = []
+        self._targets_in_flight = collections.Counter()
+        self._failing_targets = set()
         self._changed = threading.Condition()
         self._queue = queue.SimpleQueue()
 
@@ -143,8 +150,9 @@ class Worker:
             if room > 0:
                 try:
                     close_old_connections()
-                    ids = claim(self.worker_id, limit=room, now=self.clock(), lease=self.lease)
-                    ready = prepare(ids, record=False) if ids else []
+                    ids = claim(self.worker_id, limit=room, now=self.clock(), lease=self.lease,
+                                exclude_targets=self._held_back())
+                    ready = prepare(ids, record=False, hold=self._holder()) if ids else []
                 except DatabaseError as exc:
                     failures += 1
                     pause = min(30.0, self.interval * 2 ** min(failures, 5))
@@ -161,6 +169,7 @@ class Worker:
                 with self._changed:
                     self._in_flight += len(ready)
                 for pair in ready:
+                    self._targets_in_flight[pair[0].webhook_target_id] += 1
                     self._queue.put(pair)
             if not ids and self.burst:
                 with self._changed:
@@ -177,6 +186,24 @@ class Worker:
                     self._changed.wait_for(lambda: self._results or self._stopping,
                                            self.interval)
 
+    def _held_back(self):
+        """Targets not to claim for now: failing ones that already have a delivery in flight."""
+        return {target for target in self._failing_targets
+                if self._targets_in_flight[target] > 0}
+
+    def _holder(self):
+        """Return a ``hold`` for ``prepare``: one delivery at a time to a failing target."""
+        counts = collections.Counter(self._targets_in_flight)
+
+        def hold(delivery):
+            target = delivery.webhook_target_id
+            if target in self._failing_targets and counts[target] >= 1:
+                return True
+            counts[target] += 1
+            return False
+
+        return hold
+
     def _pause(self, seconds):
         with self._changed:
             if not self._stopping:
@@ -188,6 +215,15 @@ class Worker:
             finished, self._results = self._results, []
         results = [(delivery, result) for delivery, result in finished if result is not None]
         self.processed += len(finished) - len(results)
+        for delivery, result in finished:
+            target = delivery.webhook_target_id
+            self._targets_in_flight[target] -= 1
+            if not self._targets_in_flight[target]:
+                del self._targets_in_flight[target]
+            if result is not None and result.success:
+                self._failing_targets.discard(target)
+            else:
+                self._failing_targets.add(target)
         if not results:
             return
         try:

@@ -35,6 +35,7 @@ class Receiver:
         self.requests = []
         self.replies = []
         self.default = Reply()
+        self.routes = {}  # path -> Reply, before ``replies`` and ``default``
         self._lock = threading.Lock()
         receiver = self
 
@@ -50,7 +51,9 @@ class Receiver:
                         Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
                                  body)
                     )
-                    reply = receiver.replies.pop(0) if receiver.replies else receiver.default
+                    reply = receiver.routes.get(self.path) or (
+                        receiver.replies.pop(0) if receiver.replies else receiver.default
+                    )
                 if reply.delay:
                     time.sleep(reply.delay)
                 try:

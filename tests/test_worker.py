@@ -305,3 +305,25 @@ def test_sending_threads_never_touch_the_database(monkeypatch, make_target, user
     assert run_worker(concurrency=4) == 8
     # One connection per worker process, however many threads send.
     assert threads == {threading.current_thread().name}
+
+
+def test_a_failing_target_gets_one_thread_at_most(settings, make_target, user, receiver):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "READ_TIMEOUT": 0.3}
+    make_target(target_url=receiver.url + "/slow/", event="invoice.paid")
+    make_target(target_url=receiver.url + "/fast/")
+    receiver.routes["/slow/"] = Reply(delay=0.6)  # every attempt times out
+    for n in range(6):
+        send_event("invoice.paid", {"n": n}, owner=user)  # the oldest: claimed first
+    for n in range(4):
+        send_event("project.update", {"n": n}, owner=user)
+
+    run_worker(concurrency=2, interval=0.01)
+
+    paths = [request.path for request in receiver.requests]
+    assert paths.count("/fast/") == 4
+    # Both threads go to the failing target first; once it has failed, it gets one thread
+    # at a time, and the healthy target's deliveries go through beside it instead of
+    # waiting for all six timeouts.
+    last_fast = max(i for i, path in enumerate(paths) if path == "/fast/")
+    assert paths[:last_fast].count("/slow/") <= 4
+    assert Delivery.objects.filter(event="project.update", status="succeeded").count() == 4
