@@ -158,8 +158,7 @@ def record_attempts(outcomes, *, now=None, policy=None):
         # Write first: the UPDATE locks the rows, so two senders finishing at once number
         # their attempts one after the other; and SQLite, which cannot turn a reading
         # transaction into a writing one while another connection writes, waits its turn.
-        Delivery.objects.filter(pk__in=ids).update(attempt=F("attempt") + 1)
-        numbers = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "attempt"))
+        numbers = _increment_attempts(ids, using)
         attempts = DeliveryAttempt.objects.bulk_create([
             DeliveryAttempt(
                 delivery_id=delivery.pk,
@@ -179,15 +178,11 @@ def record_attempts(outcomes, *, now=None, policy=None):
             _apply(delivery, result, numbers[delivery.pk], policy, now)
             target = health.setdefault(delivery.webhook_target_id, _Health())
             target.add(delivery, result)
-        Delivery.objects.bulk_update(
-            [delivery for delivery, _ in outcomes],
-            ["attempt", "success", "status", "response_status", "next_attempt_at", "reason",
-             "locked_by", "locked_until", "modified"],
-        )
+        _save_states([delivery for delivery, _ in outcomes], now)
         disabled = {}
         for target_id, counts in health.items():
             # A success in the batch shows the target works; failures still count after it.
-            if counts.successes:
+            if counts.successes and counts.known_failing:
                 update_health(target_id, success=True, now=now)
             if counts.failures:
                 reason = update_health(target_id, success=False, failures=counts.failures,
@@ -205,6 +200,49 @@ def record_attempts(outcomes, *, now=None, policy=None):
             delivery.hash_value, attempt.attempt, result.notification or result.error,
             delivery.reason or delivery.status)
     return attempts
+
+
+def _increment_attempts(ids, using):
+    """Add one to the deliveries' ``attempt`` and return ``{pk: attempt}`` (in one statement,
+    with ``RETURNING``, on PostgreSQL)."""
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        quote = connection.ops.quote_name
+        meta = Delivery._meta
+        pk, attempt = quote(meta.pk.column), quote(meta.get_field("attempt").column)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {quote(meta.db_table)} SET {attempt} = {attempt} + 1 "
+                f"WHERE {pk} = ANY(%s) RETURNING {pk}, {attempt}",
+                [list(ids)],
+            )
+            return dict(cursor.fetchall())
+    Delivery.objects.using(using).filter(pk__in=ids).update(attempt=F("attempt") + 1)
+    return dict(Delivery.objects.using(using).filter(pk__in=ids).values_list("pk", "attempt"))
+
+
+def _save_states(deliveries, now):
+    """Write the deliveries' new states: one UPDATE per distinct state, so a batch of
+    successes is a single statement (``attempt`` is already written)."""
+    groups = {}
+    for delivery in deliveries:
+        state = (delivery.status, delivery.success, delivery.response_status,
+                 delivery.next_attempt_at, delivery.reason)
+        groups.setdefault(state, []).append(delivery)
+    singles = [group[0] for group in groups.values() if len(group) == 1]
+    if len(singles) > 1:
+        # Retries each have their own time (jitter): one CASE statement for all of them.
+        Delivery.objects.bulk_update(singles, ["status", "success", "response_status",
+                                               "next_attempt_at", "reason", "locked_by",
+                                               "locked_until", "modified"])
+    for (status, success, response_status, next_attempt_at, reason), group in groups.items():
+        if len(singles) > 1 and len(group) == 1:
+            continue
+        Delivery.objects.filter(pk__in=[delivery.pk for delivery in group]).update(
+            status=status, success=success, response_status=response_status,
+            next_attempt_at=next_attempt_at, reason=reason, locked_by="", locked_until=None,
+            modified=now,
+        )
 
 
 def _apply(delivery, result, number, policy, now):
@@ -233,8 +271,12 @@ class _Health:
     def __init__(self):
         self.successes = self.failures = 0
         self.gone = self.final = False
+        self.known_failing = False
 
     def add(self, delivery, result):
+        # As loaded with the delivery: a healthy target needs no reset (a failure recorded
+        # meanwhile by another worker is reset by the next success seen fresh).
+        self.known_failing |= delivery.webhook_target.consecutive_failures > 0
         if result.success:
             self.successes += 1
         else:

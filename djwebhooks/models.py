@@ -254,9 +254,10 @@ class Delivery(TimeStampedModel):
             )
         ]
         indexes = [
-            # Workers look only at pending rows by due time; finished ones are most rows.
+            # Workers look only at pending rows, in the order they claim them (due time,
+            # then id), so a claim reads a few index entries, not every due row.
             models.Index(
-                fields=["next_attempt_at"],
+                fields=["next_attempt_at", "id"],
                 condition=models.Q(status="pending"),
                 name="djwebhooks_delivery_due",
             )

@@ -20,6 +20,7 @@ from django.utils import timezone
 from djwebhooks import conf, transport
 from djwebhooks.delivery import prepare, record_attempts, serialized
 from djwebhooks.models import Delivery
+from djwebhooks.senders.base import AttemptResult
 
 logger = logging.getLogger("djwebhooks.worker")
 
@@ -54,6 +55,8 @@ def claim(worker_id, *, limit, ids=None, now=None, lease=None, exclude_targets=(
             candidates = list(due.values_list("pk", flat=True)[:limit])
         if not candidates:
             return []
+    if connections[using].vendor == "postgresql":
+        return _claim_returning(due, limit, worker_id, until, using)
     with serialized(using), transaction.atomic(using=using):
         if not sqlite:
             if connections[using].features.has_select_for_update_skip_locked:
@@ -72,6 +75,29 @@ def claim(worker_id, *, limit, ids=None, now=None, lease=None, exclude_targets=(
             .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)
         )
+
+
+def _claim_returning(due, limit, worker_id, until, using):
+    """Claim in one statement, ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)
+    RETURNING``, where the database has it (PostgreSQL): the claim is on the hot path."""
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    meta = Delivery._meta
+    with transaction.atomic(using=using):
+        inner = due.select_for_update(skip_locked=True).values("pk")[:limit]
+        inner_sql, inner_params = inner.query.get_compiler(using).as_sql()
+        pk = quote(meta.pk.column)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {quote(meta.db_table)} "
+                f"SET {quote(meta.get_field('locked_by').column)} = %s, "
+                f"{quote(meta.get_field('locked_until').column)} = %s "
+                f"WHERE {pk} IN ({inner_sql}) "
+                f"RETURNING {pk}, {quote(meta.get_field('next_attempt_at').column)}",
+                [worker_id, until, *inner_params],
+            )
+            rows = cursor.fetchall()
+    return [pk for pk, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
 
 
 class Worker:
@@ -96,12 +122,15 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.lease = lease
         self.clock = clock
+        #: How many deliveries are claimed ahead: those being sent and those queued.
+        self.batch_size = max(16, 2 * concurrency)
         self.processed = 0  # deliveries handled to the end, sent or not
         self._claimed = 0
         self._in_flight = 0
         self._stopping = False
         self._results = []
         self._targets_in_flight = collections.Counter()
+        self._sending = collections.Counter()
         self._failing_targets = set()
         self._changed = threading.Condition()
         self._queue = queue.SimpleQueue()
@@ -124,6 +153,7 @@ class Worker:
         try:
             self._loop()
         finally:
+            self._release_unsent()
             for _ in threads:
                 self._queue.put(None)
             for thread in threads:
@@ -136,12 +166,15 @@ class Worker:
 
     def _loop(self):
         failures = 0
+        idle = True
         while True:
             self._record()
             with self._changed:
                 if self._stopping:
                     return
-                room = self.concurrency - self._in_flight
+                # Claim ahead, so that no thread waits for the next claim and the database
+                # work is done in batches.
+                room = self.batch_size - self._in_flight
             if self.max_deliveries is not None:
                 room = min(room, self.max_deliveries - self._claimed)
                 if room <= 0 and self._in_flight == 0:
@@ -149,7 +182,10 @@ class Worker:
             ids = []
             if room > 0:
                 try:
-                    close_old_connections()
+                    if idle:
+                        # As at the start of a request: drop a connection past its
+                        # CONN_MAX_AGE or broken. While work flows, it is kept.
+                        close_old_connections()
                     ids = claim(self.worker_id, limit=room, now=self.clock(), lease=self.lease,
                                 exclude_targets=self._held_back())
                     ready = prepare(ids, record=False, hold=self._holder()) if ids else []
@@ -164,6 +200,7 @@ class Worker:
                 if failures:
                     logger.warning("Worker %s: the database is back.", self.worker_id)
                     failures = 0
+                idle = not ids
                 self._claimed += len(ids)
                 self.processed += len(ids) - len(ready)  # finished without a request
                 with self._changed:
@@ -176,15 +213,39 @@ class Worker:
                     if self._in_flight == 0 and not self._results:
                         return
             with self._changed:
-                if self._results or self._stopping:
+                if self._stopping:
                     continue
-                if not ids:
-                    # Nothing due: wait for a result or for the next poll.
-                    self._changed.wait(self.interval)
-                elif len(ids) == room:
-                    # Every thread busy: wait until one has a result to record.
-                    self._changed.wait_for(lambda: self._results or self._stopping,
-                                           self.interval)
+                if not ids and not self._in_flight and not self._results:
+                    self._changed.wait(self.interval)  # nothing due: poll again later
+                else:
+                    # Let results gather until half the work in hand is done, so they are
+                    # recorded, and more claimed, in batches; but not for long.
+                    self._changed.wait_for(self._enough_results, min(self.interval, 0.2))
+
+    def _enough_results(self):
+        done, pending = len(self._results), self._in_flight
+        return self._stopping or pending == 0 or done >= max(1, (done + pending) // 2)
+
+    def _release_unsent(self):
+        """Give back the claims of deliveries claimed ahead that no thread has started."""
+        unsent = []
+        while True:
+            try:
+                unsent.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if not unsent:
+            return
+        with self._changed:
+            self._in_flight -= len(unsent)
+        ids = [delivery.pk for delivery, _ in unsent]
+        try:
+            Delivery.objects.filter(pk__in=ids, locked_by=self.worker_id).update(
+                locked_by="", locked_until=None
+            )
+        except DatabaseError:
+            logger.exception("Worker %s could not give back %s claims; they expire with "
+                             "their lease.", self.worker_id, len(ids))
 
     def _held_back(self):
         """Targets not to claim for now: failing ones that already have a delivery in flight."""
@@ -213,21 +274,28 @@ class Worker:
         """Record the results the threads have handed back, in one batch."""
         with self._changed:
             finished, self._results = self._results, []
-        results = [(delivery, result) for delivery, result in finished if result is not None]
-        self.processed += len(finished) - len(results)
-        for delivery, result in finished:
-            target = delivery.webhook_target_id
-            self._targets_in_flight[target] -= 1
-            if not self._targets_in_flight[target]:
-                del self._targets_in_flight[target]
-            if result is not None and result.success:
-                self._failing_targets.discard(target)
-            else:
-                self._failing_targets.add(target)
-        if not results:
-            return
+            for delivery, result in finished:
+                target = delivery.webhook_target_id
+                self._targets_in_flight[target] -= 1
+                if not self._targets_in_flight[target]:
+                    del self._targets_in_flight[target]
+                if isinstance(result, AttemptResult):
+                    if result.success:
+                        self._failing_targets.discard(target)
+                    else:
+                        self._failing_targets.add(target)
+        results = [(d, r) for d, r in finished if isinstance(r, AttemptResult)]
+        deferred = [d.pk for d, r in finished if r is _DEFERRED]
+        self.processed += len(finished) - len(results) - len(deferred)
+        self._claimed -= len(deferred)
         try:
-            record_attempts(results)
+            if deferred:
+                # Put back, unclaimed, for when their failing target answers again.
+                Delivery.objects.filter(pk__in=deferred, locked_by=self.worker_id).update(
+                    locked_by="", locked_until=None
+                )
+            if results:
+                record_attempts(results)
         except DatabaseError:
             # The claims stay until their leases expire; then a worker sends them again.
             logger.exception("Worker %s could not record %s results.", self.worker_id,
@@ -239,17 +307,32 @@ class Worker:
         try:
             while (item := self._queue.get()) is not None:
                 delivery, sender = item
-                try:
-                    result = sender.send()
-                except Exception:
-                    # Senders catch the receiver's failures; this is a bug. The claim stays
-                    # until its lease expires.
-                    logger.exception("Worker %s failed on delivery %s.", self.worker_id,
-                                     delivery.pk)
-                    result = None
+                target = delivery.webhook_target_id
                 with self._changed:
+                    # Claimed ahead before its target began to fail: one at a time now.
+                    defer = target in self._failing_targets and self._sending[target] > 0
+                    if not defer:
+                        self._sending[target] += 1
+                if defer:
+                    result = _DEFERRED
+                else:
+                    try:
+                        result = sender.send()
+                    except Exception:
+                        # Senders catch the receiver's failures; this is a bug. The claim
+                        # stays until its lease expires.
+                        logger.exception("Worker %s failed on delivery %s.", self.worker_id,
+                                         delivery.pk)
+                        result = None
+                with self._changed:
+                    if not defer:
+                        self._sending[target] -= 1
                     self._results.append((delivery, result))
                     self._in_flight -= 1
                     self._changed.notify_all()
         finally:
             transport.close_session()
+
+
+#: A thread's answer for a delivery it put back instead of sending.
+_DEFERRED = object()

@@ -185,13 +185,15 @@ def test_killed_worker_deliveries_are_sent_again_after_the_lease(tmp_path, recei
         killed.process.send_signal(signal.SIGKILL)
         assert killed.wait(10) == -signal.SIGKILL
 
-    # Killed mid-request: four rows claimed, nothing recorded.
+    # Killed mid-request: every row claimed (the worker claims ahead of its threads), four
+    # of them sent, nothing recorded.
     claimed = Delivery.objects.exclude(locked_until=None)
-    assert claimed.count() == 4
+    assert claimed.count() == total
     assert statuses() == {Delivery.Status.PENDING: total}
     assert not DeliveryAttempt.objects.exists()
-    in_flight = set(claimed.values_list("hash_value", flat=True))
-    assert in_flight == set(received_ids(receiver))
+    in_flight = set(received_ids(receiver))
+    assert len(in_flight) == 4
+    assert in_flight <= set(claimed.values_list("hash_value", flat=True))
 
     receiver.default = Reply()
     # Start the next worker only once the claims are free, or --burst would exit past them.
