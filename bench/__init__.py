@@ -1,0 +1,1 @@
+"""dj-webhooks benchmarks: ``python bench/run.py --help``."""

@@ -1,0 +1,242 @@
+"""A measured process: ``python -m bench.child '<json config>'``, started by the scenarios.
+
+It sets Django up, prints ``ready``, waits for ``go`` on stdin (so start-up is not
+measured), does its work and prints ``result {json}``. Modes:
+
+- ``worker``: ``djwebhooks.worker.Worker`` with the given ``concurrency``, ``interval`` and
+  ``burst``; without ``burst`` it runs until ``stop`` arrives on stdin.
+- ``bare``: the ceiling for this HTTP client: ``concurrency`` threads, each with its own
+  plain ``requests.Session``, POST the requests listed in ``requests_file`` (JSON lines of
+  ``[url, headers, body]``, from ``start`` to ``stop``). No database, no signing.
+- ``inline``: ``calls`` calls of ``send_event`` to one target each (identifiers ``t0`` to
+  ``t<targets-1>``), each in its own transaction, with the inline backend: sending in the
+  caller's thread.
+
+``rss_at`` lists numbers of deliveries handled at which to read the process's RSS.
+"""
+
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_status(field):
+    """A field of /proc/self/status in kB (``VmRSS``, ``VmHWM``), or None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class RSSMonitor:
+    """Reads RSS when ``count()`` first reaches each of ``thresholds``."""
+
+    def __init__(self, thresholds, count):
+        self.pending = sorted(thresholds)
+        self.count = count
+        self.samples = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        if self.pending:
+            self._thread.start()
+        return self
+
+    def _run(self):
+        while self.pending and not self._done.wait(0.01):
+            while self.pending and self.count() >= self.pending[0]:
+                self.samples[self.pending.pop(0)] = read_status("VmRSS")
+
+    def finish(self):
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for threshold in self.pending:  # fewer deliveries than asked for: read it now
+            if self.count() >= threshold:
+                self.samples[threshold] = read_status("VmRSS")
+        return {str(k): v for k, v in self.samples.items()}
+
+
+class Counters:
+    """Counts claims, SQL statements and new database connections on every thread.
+
+    A context manager (or ``install()`` for the whole process) that wraps, never changes,
+    ``djwebhooks.worker.claim``, Django's cursor ``execute``/``executemany`` and the
+    connection's ``connect``: a few hundred nanoseconds per call, next to milliseconds.
+    BEGIN and COMMIT do not go through a cursor, so they are not counted.
+    """
+
+    def __init__(self):
+        self.counts = {"claims": 0, "claimed": 0, "statements": 0, "connects": 0}
+        self._lock = threading.Lock()
+        self._saved = None
+
+    def _count(self, key, n=1):
+        with self._lock:
+            self.counts[key] += n
+
+    def install(self):
+        from django.db.backends.base.base import BaseDatabaseWrapper
+        from django.db.backends.utils import CursorWrapper
+
+        from djwebhooks import worker
+
+        claim, execute = worker.claim, CursorWrapper.execute
+        executemany, connect = CursorWrapper.executemany, BaseDatabaseWrapper.connect
+        self._saved = (claim, execute, executemany, connect)
+        count = self._count
+
+        def counted_claim(*args, **kwargs):
+            ids = claim(*args, **kwargs)
+            count("claims")
+            count("claimed", len(ids))
+            return ids
+
+        def counted_execute(cursor, *args, **kwargs):
+            count("statements")
+            return execute(cursor, *args, **kwargs)
+
+        def counted_executemany(cursor, *args, **kwargs):
+            count("statements")
+            return executemany(cursor, *args, **kwargs)
+
+        def counted_connect(wrapper):
+            count("connects")
+            return connect(wrapper)
+
+        worker.claim = counted_claim
+        CursorWrapper.execute = counted_execute
+        CursorWrapper.executemany = counted_executemany
+        BaseDatabaseWrapper.connect = counted_connect
+        return self
+
+    def uninstall(self):
+        from django.db.backends.base.base import BaseDatabaseWrapper
+        from django.db.backends.utils import CursorWrapper
+
+        from djwebhooks import worker
+
+        worker.claim, CursorWrapper.execute, CursorWrapper.executemany, \
+            BaseDatabaseWrapper.connect = self._saved
+
+    def __enter__(self):
+        return self.install()
+
+    def __exit__(self, *exc):
+        self.uninstall()
+
+
+def run_worker(config):
+    from djwebhooks.worker import Worker
+
+    counters = Counters().install() if config.get("count") else None
+
+    worker = Worker(concurrency=config["concurrency"], interval=config.get("interval", 1.0),
+                    burst=config.get("burst", True), worker_id=config.get("worker_id"))
+    monitor = RSSMonitor(config.get("rss_at", []), lambda: worker.processed)
+    if not worker.burst:
+        def stop_on_request():
+            sys.stdin.readline()
+            worker.stop()
+
+        threading.Thread(target=stop_on_request, daemon=True).start()
+    monitor.start()
+    started = time.monotonic()
+    processed = worker.run()
+    finished = time.monotonic()
+    return {"started": started, "finished": finished, "processed": processed,
+            "rss_kb": monitor.finish(), "counts": counters.counts if counters else {}}
+
+
+def run_bare(config):
+    import requests
+
+    with open(config["requests_file"]) as lines:
+        todo = [json.loads(line) for line in lines]
+    todo = todo[config.get("start", 0):config.get("stop", len(todo))]
+    iterator, lock = iter(todo), threading.Lock()
+    statuses = []
+    timeout = tuple(config.get("timeout", (5.0, 15.0)))
+
+    def loop():
+        session = requests.Session()
+        session.trust_env = False  # as dj-webhooks' session: no proxy or netrc look-ups
+        while True:
+            with lock:
+                item = next(iterator, None)
+            if item is None:
+                break
+            url, headers, body = item
+            response = session.post(url, data=body.encode(), headers=headers,
+                                    timeout=timeout, allow_redirects=False)
+            statuses.append(response.status_code)
+        session.close()
+
+    threads = [threading.Thread(target=loop) for _ in range(config["concurrency"])]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    finished = time.monotonic()
+    return {"started": started, "finished": finished, "processed": len(statuses),
+            "ok": sum(1 for status in statuses if status == 200), "rss_kb": {}}
+
+
+def run_inline(config):
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    from djwebhooks.senders.orm import send_event
+
+    owner = get_user_model().objects.get(username="bench")
+    targets = config["targets"]
+    done = itertools.count()
+    handled = [0]
+    monitor = RSSMonitor(config.get("rss_at", []), lambda: handled[0])
+    monitor.start()
+    started = time.monotonic()
+    for number in range(config["calls"]):
+        with transaction.atomic():
+            send_event("bench.one", {"id": number, "title": "Benchmark payload"},
+                       owner=owner, identifier=f"t{number % targets}")
+        handled[0] = next(done) + 1
+    finished = time.monotonic()
+    return {"started": started, "finished": finished, "processed": handled[0],
+            "rss_kb": monitor.finish()}
+
+
+MODES = {"worker": run_worker, "bare": run_bare, "inline": run_inline}
+
+
+def main():
+    config = json.loads(sys.argv[1])
+    if config["mode"] != "bare":
+        sys.path.insert(0, str(ROOT))
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+        import django
+
+        django.setup()
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+    result = MODES[config["mode"]](config)
+    result["rss_end_kb"] = read_status("VmRSS")
+    result["hwm_kb"] = read_status("VmHWM")
+    result["cpu_s"] = time.process_time()
+    print("result " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
