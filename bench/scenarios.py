@@ -10,6 +10,7 @@ that says so.
 """
 
 import json
+import os
 import queue
 import statistics
 import subprocess
@@ -231,8 +232,6 @@ class Child:
     """A ``bench.child`` subprocess; see that module for the protocol."""
 
     def __init__(self, ctx, name, config, djwebhooks=None):
-        import os
-
         env = dict(os.environ)
         env["BENCH_DJWEBHOOKS"] = json.dumps(djwebhooks or {})
         self.name = name
@@ -478,7 +477,7 @@ def caller_query_rows(ctx, fan_hook, owner):
                 after_commit = len(total) - len(inside)
                 detail = f"{len(inside)} in the transaction (incl. BEGIN/COMMIT)"
                 if backend == "inline":
-                    detail += f", {after_commit} after commit ({after_commit / n:.1f}/delivery)"
+                    detail += f", {after_commit} after commit ({after_commit / n:.3g}/delivery)"
                 rows.append(Row(
                     "queries: one call", backend, ctx.database, f"{n} targets",
                     float(len(total)), "queries", measured_detail=detail,
