@@ -54,11 +54,9 @@ def deliver(delivery_id, *, session=None):
     ``delivery_sending`` receiver cancelled it. A receiver's failure is recorded, never
     raised.
     """
-    [(delivery, sender)] = prepare([delivery_id], session=session) or [(None, None)]
-    if sender is None:
-        return None
-    result = sender.send()  # DjangoSenderable.notify records it
-    return result
+    for _, sender in prepare([delivery_id], session=session):
+        return sender.send()  # DjangoSenderable.notify records it
+    return None
 
 
 def prepare(delivery_ids, *, session=None, record=True, hold=None):

@@ -101,6 +101,9 @@ class WebhookTarget(TimeStampedModel):
     def __str__(self):
         return f"{self.event} → {self.target_url}"
 
+    #: The fields ``reset_health()`` clears.
+    HEALTH_FIELDS = ("consecutive_failures", "failing_since", "disabled_at", "disabled_reason")
+
     def save(self, *args, **kwargs):
         if self.pk and self.is_active and self.tracker.has_changed("is_active"):
             # Turned back on (in the admin or in code): start its health afresh.
@@ -108,8 +111,6 @@ class WebhookTarget(TimeStampedModel):
             if kwargs.get("update_fields") is not None:
                 kwargs["update_fields"] = {*kwargs["update_fields"], *self.HEALTH_FIELDS}
         super().save(*args, **kwargs)
-
-    HEALTH_FIELDS = ("consecutive_failures", "failing_since", "disabled_at", "disabled_reason")
 
     def reset_health(self):
         """Forget past failures and any automatic disabling (the row is not saved)."""
