@@ -202,7 +202,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     list_display = ["hash_value", "event", "target_link", "display_status", "attempt",
                     "response_status", "next_attempt_at", "created"]
     list_filter = ["status", "event", "success", "webhook_target"]
-    search_fields = ["=hash_value"]
+    search_fields = ["hash_value__exact"]  # message ids are exact: the index serves
     list_select_related = ["webhook_target"]
     date_hierarchy = "created"
     inlines = [DeliveryAttemptInline]

@@ -214,16 +214,15 @@ class Delivery(TimeStampedModel):
         related_name="deliveries",
         verbose_name=_("webhook target"),
     )
-    event = models.CharField(_("event"), max_length=128, db_index=True)
+    event = models.CharField(_("event"), max_length=128)
     payload = models.JSONField(_("payload"), default=dict)
     hash_value = models.CharField(
         _("message id"),
         max_length=64,
-        db_index=True,
         help_text=_("Sent as the webhook-id header; the same on every attempt and replay."),
     )
     status = models.CharField(
-        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
     )
     attempt = models.PositiveIntegerField(_("attempts made"), default=0)
     success = models.BooleanField(_("success"), default=False)
@@ -254,6 +253,10 @@ class Delivery(TimeStampedModel):
                 fields=["hash_value", "webhook_target"], name="djwebhooks_unique_message_target"
             )
         ]
+        # Every index is written on each insert, and on each update that changes its
+        # columns (every attempt changes the status), so there are few: lookups by message
+        # id use the unique constraint's index, which begins with it; event and status get
+        # plain indexes (not Django's extra LIKE indexes for a CharField's db_index).
         indexes = [
             # Workers look only at pending rows, in the order they claim them (due time,
             # then id), so a claim reads a few index entries, not every due row.
@@ -261,7 +264,9 @@ class Delivery(TimeStampedModel):
                 fields=["next_attempt_at", "id"],
                 condition=models.Q(status="pending"),
                 name="djwebhooks_delivery_due",
-            )
+            ),
+            models.Index(fields=["event"], name="djwebhooks_delivery_event"),
+            models.Index(fields=["status"], name="djwebhooks_delivery_status"),
         ]
 
     def __str__(self):
@@ -272,7 +277,8 @@ class DeliveryAttempt(models.Model):
     """One HTTP request made for a delivery, and what came of it."""
 
     delivery = models.ForeignKey(
-        Delivery, on_delete=models.CASCADE, related_name="attempts", verbose_name=_("delivery")
+        Delivery, on_delete=models.CASCADE, related_name="attempts", verbose_name=_("delivery"),
+        db_index=False,  # the unique (delivery, attempt) constraint's index serves
     )
     attempt = models.PositiveIntegerField(_("attempt"))
     success = models.BooleanField(_("success"), default=False)

@@ -72,6 +72,56 @@ def test_call_returns_one_delivery_per_target(
     assert len(callbacks) == 1  # one on_commit callback per call, not per target
 
 
+def test_returned_deliveries_are_the_saved_rows(make_target, user, other_user, no_dispatch):
+    targets = [make_target(target_url=f"http://127.0.0.1:9/{n}/") for n in range(3)]
+    make_target(is_active=False)
+    make_target(owner=other_user)
+    make_target(event="project.delete")
+
+    deliveries = send_project_update("Dj", owner=user)
+
+    assert [d.webhook_target_id for d in deliveries] == [t.pk for t in targets]
+    for delivery in deliveries:
+        assert not delivery._state.adding
+        assert delivery._state.db == "default"
+        saved = Delivery.objects.get(pk=delivery.pk)
+        for field in Delivery._meta.concrete_fields:
+            assert getattr(delivery, field.attname) == getattr(saved, field.attname), field
+        assert delivery.webhook_target == targets[deliveries.index(delivery)]
+    assert len({d.pk for d in deliveries}) == 3
+
+
+def test_one_statement_finds_the_targets_and_writes_the_deliveries(
+    make_target, user, no_dispatch, django_assert_num_queries
+):
+    for n in range(5):
+        make_target(target_url=f"http://127.0.0.1:9/{n}/")
+    with transaction.atomic():
+        with django_assert_num_queries(1) as captured:
+            deliveries = send_project_update("Dj", owner=user)
+    assert len(deliveries) == 5
+    assert captured.captured_queries[0]["sql"].startswith("INSERT INTO")
+
+
+def test_databases_that_cannot_return_inserted_rows(
+    make_target, user, no_dispatch, monkeypatch
+):
+    from django.db import connection
+
+    targets = [make_target(target_url=f"http://127.0.0.1:9/{n}/") for n in range(3)]
+    make_target(is_active=False)
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+
+    deliveries = send_project_update("Dj", owner=user)
+
+    assert [d.webhook_target_id for d in deliveries] == [t.pk for t in targets]
+    assert [d.pk for d in deliveries] == list(
+        Delivery.objects.order_by("webhook_target_id").values_list("pk", flat=True)
+    )
+    assert all(not d._state.adding for d in deliveries)
+    assert send_project_update("Dj", owner=user, identifier="nobody") == []
+
+
 def test_each_call_has_its_own_message_id(make_target, user, no_dispatch):
     make_target()
     [first] = send_project_update("a", owner=user)
