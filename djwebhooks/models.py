@@ -8,7 +8,6 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from model_utils import FieldTracker
 from model_utils.models import TimeStampedModel
 
 from djwebhooks import conf
@@ -82,8 +81,6 @@ class WebhookTarget(TimeStampedModel):
     disabled_reason = models.CharField(_("disabled because"), max_length=255, blank=True,
                                        default="")
 
-    tracker = FieldTracker(fields=["is_active"])
-
     class Meta:
         verbose_name = _("webhook target")
         verbose_name_plural = _("webhook targets")
@@ -104,13 +101,26 @@ class WebhookTarget(TimeStampedModel):
     #: The fields ``reset_health()`` clears.
     HEALTH_FIELDS = ("consecutive_failures", "failing_since", "disabled_at", "disabled_reason")
 
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        target = super().from_db(db, field_names, values)
+        target._saved_is_active = target.__dict__.get("is_active")
+        return target
+
+    def refresh_from_db(self, using=None, fields=None, **kwargs):
+        super().refresh_from_db(using=using, fields=fields, **kwargs)
+        if fields is None or "is_active" in fields:
+            self._saved_is_active = self.__dict__.get("is_active")
+
     def save(self, *args, **kwargs):
-        if self.pk and self.is_active and self.tracker.has_changed("is_active"):
-            # Turned back on (in the admin or in code): start its health afresh.
+        # Active now, inactive as loaded or last saved: turned back on (in the admin or in
+        # code), so its health starts afresh.
+        if self.pk and self.is_active and getattr(self, "_saved_is_active", None) is False:
             self.reset_health()
             if kwargs.get("update_fields") is not None:
                 kwargs["update_fields"] = {*kwargs["update_fields"], *self.HEALTH_FIELDS}
         super().save(*args, **kwargs)
+        self._saved_is_active = self.is_active
 
     def reset_health(self):
         """Forget past failures and any automatic disabling (the row is not saved)."""

@@ -75,12 +75,20 @@ class _Watchdog:
     def start(self, seconds):
         deadline = _Deadline(time.monotonic() + seconds)
         with self._changed:
-            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            heap = self._heap
+            while heap and heap[0][2].finished:
+                heapq.heappop(heap)  # requests that ended; keeps the heap to those running
+            # Wake the watchdog only when it must wait less than it does: most requests
+            # end long before their deadline, and waking it for each would cost a thread
+            # switch per request.
+            earliest = not heap or deadline.at < heap[0][0]
+            heapq.heappush(heap, (deadline.at, next(self._order), deadline))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="djwebhooks-watchdog",
                                                 daemon=True)
                 self._thread.start()
-            self._changed.notify()
+            elif earliest:
+                self._changed.notify()
         return deadline
 
     def finish(self, deadline):

@@ -12,6 +12,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from datetime import timedelta
 
 from django.db import DatabaseError, close_old_connections, connections, router, transaction
@@ -122,8 +123,14 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.lease = lease
         self.clock = clock
-        #: How many deliveries are claimed ahead: those being sent and those queued.
-        self.batch_size = max(16, 2 * concurrency)
+        #: The fewest and the most deliveries held claimed (being sent, or queued for the
+        #: threads); between the two, what the threads send in ``claim_ahead`` seconds.
+        self.min_batch = max(16, 2 * concurrency)
+        self.max_batch = max(512, 2 * concurrency)
+        self.claim_ahead = 0.5
+        self._rate = 0.0  # deliveries finished per second, smoothed
+        self._rate_since = time.monotonic()
+        self._finished_since = 0
         self.processed = 0  # deliveries handled to the end, sent or not
         self._claimed = 0
         self._in_flight = 0
@@ -186,6 +193,7 @@ class Worker:
                         # As at the start of a request: drop a connection past its
                         # CONN_MAX_AGE or broken. While work flows, it is kept.
                         close_old_connections()
+                    claimed_at = time.monotonic()
                     ids = claim(self.worker_id, limit=room, now=self.clock(), lease=self.lease,
                                 exclude_targets=self._held_back())
                     ready = prepare(ids, record=False, hold=self._holder()) if ids else []
@@ -203,11 +211,12 @@ class Worker:
                 idle = not ids
                 self._claimed += len(ids)
                 self.processed += len(ids) - len(ready)  # finished without a request
+                send_by = self._send_by(claimed_at)
                 with self._changed:
                     self._in_flight += len(ready)
-                for pair in ready:
-                    self._targets_in_flight[pair[0].webhook_target_id] += 1
-                    self._queue.put(pair)
+                for delivery, sender in ready:
+                    self._targets_in_flight[delivery.webhook_target_id] += 1
+                    self._queue.put((delivery, sender, send_by))
             if not ids and self.burst:
                 with self._changed:
                     if self._in_flight == 0 and not self._results:
@@ -222,9 +231,34 @@ class Worker:
                     # recorded, and more claimed, in batches; but not for long.
                     self._changed.wait_for(self._enough_results, min(self.interval, 0.2))
 
+    @property
+    def batch_size(self):
+        """How many deliveries to hold claimed now: enough for the threads to keep sending
+        while results are recorded and more claimed, so that database work is done in
+        batches; few when receivers are slow, so that no claim waits long in the queue."""
+        ahead = int(self._rate * self.claim_ahead)
+        return max(self.min_batch, min(self.max_batch, ahead))
+
+    def _measure(self, finished):
+        """Count ``finished`` deliveries in the send rate, smoothed over about a second."""
+        self._finished_since += finished
+        now = time.monotonic()
+        elapsed = now - self._rate_since
+        if elapsed >= 0.25:
+            self._rate = (self._rate + self._finished_since / elapsed) / 2
+            self._rate_since, self._finished_since = now, 0
+
     def _enough_results(self):
         done, pending = len(self._results), self._in_flight
         return self._stopping or pending == 0 or done >= max(1, (done + pending) // 2)
+
+    def _send_by(self, claimed_at):
+        """The monotonic time after which a delivery claimed at ``claimed_at`` is put back
+        instead of sent: its lease could end during the request, and another worker could
+        then send it too."""
+        lease = conf.get_seconds("LEASE") if self.lease is None else self.lease
+        request = conf.get_seconds("TOTAL_TIMEOUT") or 0.0
+        return claimed_at + lease - min(request, lease / 2)
 
     def _release_unsent(self):
         """Give back the claims of deliveries claimed ahead that no thread has started."""
@@ -238,7 +272,7 @@ class Worker:
             return
         with self._changed:
             self._in_flight -= len(unsent)
-        ids = [delivery.pk for delivery, _ in unsent]
+        ids = [delivery.pk for delivery, _, _ in unsent]
         try:
             Delivery.objects.filter(pk__in=ids, locked_by=self.worker_id).update(
                 locked_by="", locked_until=None
@@ -284,6 +318,7 @@ class Worker:
                         self._failing_targets.discard(target)
                     else:
                         self._failing_targets.add(target)
+        self._measure(len(finished))
         results = [(d, r) for d, r in finished if isinstance(r, AttemptResult)]
         deferred = [d.pk for d, r in finished if r is _DEFERRED]
         self.processed += len(finished) - len(results) - len(deferred)
@@ -306,11 +341,13 @@ class Worker:
     def _send_loop(self):
         try:
             while (item := self._queue.get()) is not None:
-                delivery, sender = item
+                delivery, sender, send_by = item
                 target = delivery.webhook_target_id
                 with self._changed:
                     # Claimed ahead before its target began to fail: one at a time now.
-                    defer = target in self._failing_targets and self._sending[target] > 0
+                    # Or waited so long in the queue that its lease could end mid-request.
+                    defer = (target in self._failing_targets and self._sending[target] > 0
+                             or time.monotonic() > send_by)
                     if not defer:
                         self._sending[target] += 1
                 if defer:

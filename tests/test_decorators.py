@@ -96,9 +96,8 @@ def test_one_statement_finds_the_targets_and_writes_the_deliveries(
 ):
     for n in range(5):
         make_target(target_url=f"http://127.0.0.1:9/{n}/")
-    with transaction.atomic():
-        with django_assert_num_queries(1) as captured:
-            deliveries = send_project_update("Dj", owner=user)
+    with transaction.atomic(), django_assert_num_queries(1) as captured:
+        deliveries = send_project_update("Dj", owner=user)
     assert len(deliveries) == 5
     assert captured.captured_queries[0]["sql"].startswith("INSERT INTO")
 

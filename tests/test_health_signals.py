@@ -9,7 +9,7 @@ from django.utils import timezone
 from djwebhooks import send_event, signals
 from djwebhooks.delivery import record_attempt
 from djwebhooks.exceptions import CancelDelivery
-from djwebhooks.models import Delivery, WebhookTarget
+from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
 from djwebhooks.retry import RetryPolicy
 from djwebhooks.senders.base import AttemptResult
 from tests.receiver import Reply
@@ -236,3 +236,35 @@ def test_a_batch_of_results_costs_a_fixed_number_of_queries(make_target, user,
     target.refresh_from_db()
     # The batch had successes, so the target works; its failures still count.
     assert target.consecutive_failures == 10
+
+
+@pytest.mark.parametrize("returning", [True, False])
+def test_recorded_attempts_are_the_saved_rows(pending, user, monkeypatch, returning):
+    from django.db import connection
+
+    from djwebhooks.delivery import record_attempts
+
+    target, first = pending
+    second = send_event("project.update", {"n": 2}, owner=user)[0]
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert",
+                        returning)
+    awkward = AttemptResult(
+        success=False, response_status=503, response_message="l'été\n\"quoted\" {1,2} NULL \\",
+        response_content_type="text/plain; charset=utf-8", error="", duration=12,
+        notification="503 Service Unavailable", retry_after="7",
+    )
+    now = timezone.now()
+    attempts = record_attempts([(first, SUCCESS), (second, awkward)], now=now)
+
+    assert [a.delivery_id for a in attempts] == [first.pk, second.pk]
+    saved = {a.delivery_id: a for a in DeliveryAttempt.objects.all()}
+    for attempt in attempts:
+        row = saved[attempt.delivery_id]
+        if returning:
+            assert attempt.pk == row.pk and not attempt._state.adding
+        for field in DeliveryAttempt._meta.concrete_fields:
+            if field.primary_key and not returning:
+                continue
+            assert getattr(attempt, field.attname) == getattr(row, field.attname), field.name
+    assert saved[second.pk].response_message == awkward.response_message
+    assert saved[second.pk].created == now

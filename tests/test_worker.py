@@ -327,3 +327,54 @@ def test_a_failing_target_gets_one_thread_at_most(settings, make_target, user, r
     last_fast = max(i for i, path in enumerate(paths) if path == "/fast/")
     assert paths[:last_fast].count("/slow/") <= 4
     assert Delivery.objects.filter(event="project.update", status="succeeded").count() == 4
+
+
+def test_a_claim_that_waited_too_long_in_the_queue_is_put_back(monkeypatch, make_target,
+                                                                user, receiver):
+    # With a 1 s lease, a delivery not started within 0.5 s of its claim could still be in
+    # flight when the lease ends, and another worker could send it too: it is put back,
+    # claimed again, and sent once.
+    import djwebhooks.worker
+
+    receiver.default = Reply(delay=0.4)
+    make_target()
+    for n in range(3):
+        send_event("project.update", {"n": n}, owner=user)
+    claims = []
+
+    def counting_claim(*args, **kwargs):
+        ids = claim(*args, **kwargs)
+        claims.extend(ids)
+        return ids
+
+    monkeypatch.setattr(djwebhooks.worker, "claim", counting_claim)
+
+    assert run_worker(concurrency=1, lease=1) == 3
+
+    assert len(claims) > 3  # at least one was claimed, put back, and claimed again
+    assert len(receiver.requests) == 3
+    assert set(Delivery.objects.values_list("status", "attempt")) == {("succeeded", 1)}
+
+
+def test_claims_ahead_what_the_threads_send_in_half_a_second():
+    worker = Worker(concurrency=4)
+    assert worker.batch_size == 16  # nothing measured yet: two per thread, at least 16
+    worker._rate = 200.0
+    assert worker.batch_size == 100
+    worker._rate = 50_000.0
+    assert worker.batch_size == 512
+    assert Worker(concurrency=400).batch_size == 800
+
+
+def test_the_send_rate_is_smoothed(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    worker = Worker(concurrency=1)
+    worker._measure(40)
+    assert worker._rate == 0  # less than a quarter second measured: not yet
+    now[0] += 0.5
+    worker._measure(60)
+    assert worker._rate == pytest.approx(100)  # (0 + 100 deliveries / 0.5 s) / 2
+    now[0] += 1.0
+    worker._measure(100)
+    assert worker._rate == pytest.approx(100)  # (100 + 100 / 1 s) / 2

@@ -8,11 +8,10 @@ attempt in the database.
 import inspect
 import json
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
-from django.db.models.base import ModelState
 from django.utils import timezone
 
 from djwebhooks import conf
@@ -100,7 +99,7 @@ def _insert_for_targets(using, template, event, owner_pk, identifier):
         return cursor.fetchall()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _insert_select_sql(using, vendor):
     """Return the ``INSERT ... SELECT ... RETURNING`` statement and the fields it binds.
 
@@ -159,11 +158,10 @@ def _insert_then_read(using, template, event, owner_pk, identifier):
 
 def _copy(template, pk, target_id, using):
     """Return ``template`` as a new ``Delivery`` with ``pk`` and ``target_id``, saved to
-    ``using`` when ``pk`` is set (a thousand of these take a millisecond or two; ``__init__``
-    would take twenty times as long)."""
-    delivery = template.__class__.__new__(template.__class__)
-    delivery.__dict__.update(template.__dict__)
-    delivery._state = ModelState()
+    ``using`` when ``pk`` is set."""
+    from djwebhooks.delivery import copy_instance
+
+    delivery = copy_instance(template)
     delivery.pk, delivery.webhook_target_id = pk, target_id
     if pk is not None:
         delivery._state.adding, delivery._state.db = False, using
@@ -307,10 +305,14 @@ def _short_repr(value, limit=80):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def envelope_extra(target):
-    """Return the envelope keys added beside ``type``, ``timestamp`` and ``data``."""
+def envelope_extra(target, owner_field=_MISSING):
+    """Return the envelope keys added beside ``type``, ``timestamp`` and ``data``.
+
+    ``owner_field`` is the ``OWNER_FIELD`` setting, read from settings when not given.
+    """
     extra = {"identifier": target.identifier}
-    owner_field = conf.get_setting("OWNER_FIELD")
+    if owner_field is _MISSING:
+        owner_field = conf.get_setting("OWNER_FIELD")
     if owner_field is not False:
         owner = target.owner
         extra["owner"] = (
@@ -324,26 +326,36 @@ class DjangoSenderable(Senderable):
 
     json_encoder = DjangoJSONEncoder
 
-    def __init__(self, delivery, *, record=True, **kwargs):
-        target = delivery.webhook_target
-        self.record = record
-        self.delivery = delivery
-        self.webhook_target = target
-        options = {
-            "url": target.target_url,
-            "payload": delivery.payload,
-            "event": delivery.event,
-            "message_id": delivery.hash_value,
-            "secret": target.signing_secrets(),
-            "timestamp": delivery.created,
-            "content_type": target.header_content_type,
-            "extra": envelope_extra(target),
+    @staticmethod
+    def settings_options():
+        """Return the options every sender takes from ``DJWEBHOOKS``: timeouts, limits, the
+        URL policy. Read once and passed as ``options`` when making many senders."""
+        return {
             "timeout": conf.get_timeouts(),
             "body_limit": conf.get_setting("RESPONSE_BODY_LIMIT"),
             "user_agent": conf.get_user_agent(),
             "policy": conf.get_url_policy(),
             "total_timeout": conf.get_seconds("TOTAL_TIMEOUT"),
+            "owner_field": conf.get_setting("OWNER_FIELD"),
         }
+
+    def __init__(self, delivery, *, record=True, options=None, **kwargs):
+        target = delivery.webhook_target
+        self.record = record
+        self.delivery = delivery
+        self.webhook_target = target
+        options = dict(options if options is not None else self.settings_options())
+        owner_field = options.pop("owner_field")
+        options.update(
+            url=target.target_url,
+            payload=delivery.payload,
+            event=delivery.event,
+            message_id=delivery.hash_value,
+            secret=target.signing_secrets(),
+            timestamp=delivery.created,
+            content_type=target.header_content_type,
+            extra=envelope_extra(target, owner_field),
+        )
         options.update(kwargs)
         super().__init__(**options)
 
