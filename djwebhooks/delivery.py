@@ -180,12 +180,12 @@ def record_attempts(outcomes, *, now=None, policy=None):
                                        gone=counts.gone, final=counts.final, now=now)
                 if reason:
                     disabled[target_id] = reason
+    announcements = [
+        (delivery, attempt, disabled.pop(delivery.webhook_target_id, None))
+        for (delivery, _), attempt in zip(outcomes, attempts, strict=True)
+    ]
+    transaction.on_commit(partial(_announce_all, announcements), using=using)
     for (delivery, result), attempt in zip(outcomes, attempts, strict=True):
-        transaction.on_commit(
-            partial(_announce, delivery, attempt, disabled.pop(delivery.webhook_target_id,
-                                                               None)),
-            using=using,
-        )
         log = logger.info if result.success else logger.warning
         log("Delivery %s (%s, %s) attempt %s: %s; %s", delivery.pk, delivery.event,
             delivery.hash_value, attempt.attempt, result.notification or result.error,
@@ -391,6 +391,16 @@ def finish(delivery, status, reason):
                     attempt=None, reason=reason),
             using=using,
         )
+
+
+def _announce_all(announcements):
+    """Send the signals of a recorded batch; a receiver that raises is logged, and the
+    other deliveries are still announced (the attempts are recorded whatever happens)."""
+    for delivery, attempt, disabled in announcements:
+        try:
+            _announce(delivery, attempt, disabled)
+        except Exception:
+            logger.exception("A signal receiver failed for delivery %s.", delivery.pk)
 
 
 def _announce(delivery, attempt, disabled):

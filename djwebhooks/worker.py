@@ -240,11 +240,12 @@ class Worker:
         return max(self.min_batch, min(self.max_batch, ahead))
 
     def _measure(self, finished):
-        """Count ``finished`` deliveries in the send rate, smoothed over about a second."""
+        """Count ``finished`` deliveries in the send rate, smoothed over a few tenths of a
+        second."""
         self._finished_since += finished
         now = time.monotonic()
         elapsed = now - self._rate_since
-        if elapsed >= 0.25:
+        if elapsed >= 0.1:
             self._rate = (self._rate + self._finished_since / elapsed) / 2
             self._rate_since, self._finished_since = now, 0
 
@@ -366,7 +367,10 @@ class Worker:
                         self._sending[target] -= 1
                     self._results.append((delivery, result))
                     self._in_flight -= 1
-                    self._changed.notify_all()
+                    # Wake the main thread only when it has enough to do: waking it for
+                    # every result would cost a thread switch per delivery.
+                    if self._enough_results():
+                        self._changed.notify_all()
         finally:
             transport.close_session()
 

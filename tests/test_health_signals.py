@@ -268,3 +268,30 @@ def test_recorded_attempts_are_the_saved_rows(pending, user, monkeypatch, return
             assert getattr(attempt, field.attname) == getattr(row, field.attname), field.name
     assert saved[second.pk].response_message == awkward.response_message
     assert saved[second.pk].created == now
+
+
+def test_a_failing_signal_receiver_is_logged_and_the_others_still_announced(
+    make_target, user, listen, caplog
+):
+    from djwebhooks.delivery import record_attempts
+
+    target = make_target()
+    first, second = (Delivery.objects.create(webhook_target=target, event="project.update",
+                                             hash_value=f"msg_{n}",
+                                             next_attempt_at=timezone.now())
+                     for n in range(2))
+    announced = listen(signals.delivery_succeeded)
+
+    def broken(sender, delivery, **kwargs):
+        if delivery.pk == first.pk:
+            raise RuntimeError("receiver bug")
+
+    signals.delivery_succeeded.connect(broken)
+    try:
+        record_attempts([(first, SUCCESS), (second, SUCCESS)])
+    finally:
+        signals.delivery_succeeded.disconnect(broken)
+
+    assert [kwargs["delivery"].pk for kwargs in announced] == [first.pk, second.pk]
+    assert f"A signal receiver failed for delivery {first.pk}" in caplog.text
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}

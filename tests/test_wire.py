@@ -42,6 +42,26 @@ def test_json_request_on_the_wire(make_target, user, receiver):
     assert envelope["timestamp"].endswith("Z")
 
 
+def test_only_the_webhook_headers_are_sent(make_target, user, receiver):
+    make_target()
+    send_event("project.update", {"n": 1}, owner=user)
+    [request] = receiver.requests
+    assert set(request.headers) == {
+        "host", "content-length", "content-type", "user-agent", "webhook-id",
+        "webhook-timestamp", "webhook-signature", "accept-encoding",
+    }
+    assert request.headers["accept-encoding"] == "identity"  # no compressed answers
+
+
+def test_a_receivers_cookie_is_not_sent_back(make_target, user, receiver):
+    receiver.default = Reply(headers={"Content-Type": "text/plain",
+                                      "Set-Cookie": "session=abc; Path=/"})
+    make_target()
+    send_event("project.update", {"n": 1}, owner=user)
+    send_event("project.update", {"n": 2}, owner=user)
+    assert [r.headers.get("cookie") for r in receiver.requests] == [None, None]
+
+
 def test_signature_made_with_another_secret_is_rejected(make_target, user, receiver):
     make_target()
     send_event("project.update", {"n": 1}, owner=user)

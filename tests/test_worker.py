@@ -371,7 +371,7 @@ def test_the_send_rate_is_smoothed(monkeypatch):
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
     worker = Worker(concurrency=1)
     worker._measure(40)
-    assert worker._rate == 0  # less than a quarter second measured: not yet
+    assert worker._rate == 0  # less than a tenth of a second measured: not yet
     now[0] += 0.5
     worker._measure(60)
     assert worker._rate == pytest.approx(100)  # (0 + 100 deliveries / 0.5 s) / 2
