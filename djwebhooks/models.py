@@ -265,8 +265,10 @@ class Delivery(TimeStampedModel):
         ]
         # Every index is written on each insert, and on each update that changes its
         # columns (every attempt changes the status), so there are few: lookups by message
-        # id use the unique constraint's index, which begins with it; event and status get
-        # plain indexes (not Django's extra LIKE indexes for a CharField's db_index).
+        # id use the unique constraint's index, which begins with it; event gets a plain
+        # index (not Django's extra LIKE index for a CharField's db_index); pending and
+        # failed rows, the ones looked for by status, each have a partial index, which
+        # the many succeeded rows stay out of.
         indexes = [
             # Workers look only at pending rows, in the order they claim them (due time,
             # then id), so a claim reads a few index entries, not every due row.
@@ -275,8 +277,13 @@ class Delivery(TimeStampedModel):
                 condition=models.Q(status="pending"),
                 name="djwebhooks_delivery_due",
             ),
+            # Failed deliveries, oldest first, as they are listed and replayed.
+            models.Index(
+                fields=["created", "id"],
+                condition=models.Q(status="failed"),
+                name="djwebhooks_delivery_failed",
+            ),
             models.Index(fields=["event"], name="djwebhooks_delivery_event"),
-            models.Index(fields=["status"], name="djwebhooks_delivery_status"),
         ]
 
     def __str__(self):
