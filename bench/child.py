@@ -7,7 +7,9 @@ measured), does its work and prints ``result {json}``. Modes:
   ``burst``; without ``burst`` it runs until ``stop`` arrives on stdin.
 - ``bare``: the ceiling for this HTTP client: ``concurrency`` threads, each with its own
   plain ``requests.Session``, POST the requests listed in ``requests_file`` (JSON lines of
-  ``[url, headers, body]``, from ``start`` to ``stop``). No database, no signing.
+  ``[url, headers, body]``, from ``start`` to ``stop``). No database, no signing. With
+  ``"calls": "prepared"``, each request is a ``PreparedRequest`` given to
+  ``Session.send``, the calls dj-webhooks' own sessions make, instead of ``Session.post``.
 - ``inline``: ``calls`` calls of ``send_event`` to one target each (identifiers ``t0`` to
   ``t<targets-1>``), each in its own transaction, with the inline backend: sending in the
   caller's thread.
@@ -167,6 +169,7 @@ def run_bare(config):
     iterator, lock = iter(todo), threading.Lock()
     statuses = []
     timeout = tuple(config.get("timeout", (5.0, 15.0)))
+    prepared = config.get("calls") == "prepared"
 
     def loop():
         session = requests.Session()
@@ -177,8 +180,13 @@ def run_bare(config):
             if item is None:
                 break
             url, headers, body = item
-            response = session.post(url, data=body.encode(), headers=headers,
-                                    timeout=timeout, allow_redirects=False)
+            if prepared:
+                request = requests.PreparedRequest()
+                request.prepare(method="POST", url=url, headers=headers, data=body.encode())
+                response = session.send(request, timeout=timeout, allow_redirects=False)
+            else:
+                response = session.post(url, data=body.encode(), headers=headers,
+                                        timeout=timeout, allow_redirects=False)
             statuses.append(response.status_code)
         session.close()
 

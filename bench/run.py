@@ -231,7 +231,9 @@ How to read it: *ratio* is measured ÷ baseline, both from this run. Baselines: 
 `Delivery.objects.bulk_create` of the same rows in the same kind of transaction — the
 write the call cannot avoid (plus, inline, the same POSTs made with a bare session);
 (2, 3) a bare `requests.Session` loop (`trust_env = False`, as dj-webhooks' session)
-posting the same signed bodies to the same receiver, with as many threads and processes;
+posting the same signed bodies to the same receiver, with as many threads and processes
+(`Session.post`; the strict baseline makes the calls dj-webhooks makes, a
+`PreparedRequest` given to `Session.send`);
 (4) the same load without the target that times out; (5) the same process's RSS after
 the smaller number of deliveries. Targets for 10 and 100 targets in (1) are the straight
 line between the stated 1 ms for one target and 30 ms for 1,000. Throughput targets are

@@ -521,18 +521,19 @@ def scenario_throughput(ctx):
         ("4 threads (default)", 1, 4),
         ("2 processes × 4 threads", 2, 4),
     ]
-    bare = {}
+    bare, prepared = {}, {}
     for label, processes, threads in layouts:
         parts = [(0, total)] if processes == 1 else [(0, half), (half, total)]
-        results = run_children(ctx, [
-            (f"bare-{processes}x{threads}-{i}",
-             {"mode": "bare", "requests_file": str(requests_file), "start": start,
-              "stop": stop, "concurrency": threads}, None)
-            for i, (start, stop) in enumerate(parts)
-        ], timeout=600)
-        done, seconds = combined(results)
-        bare[label] = done / seconds
-        ctx.log(f"  bare {label}: {bare[label]:.0f}/s")
+        for kind, rates in (("post", bare), ("prepared", prepared)):
+            results = run_children(ctx, [
+                (f"bare-{kind}-{processes}x{threads}-{i}",
+                 {"mode": "bare", "requests_file": str(requests_file), "start": start,
+                  "stop": stop, "concurrency": threads, "calls": kind}, None)
+                for i, (start, stop) in enumerate(parts)
+            ], timeout=600)
+            done, seconds = combined(results)
+            rates[label] = done / seconds
+            ctx.log(f"  bare ({kind}) {label}: {rates[label]:.0f}/s")
     if "database" in ctx.backends:
         for label, processes, threads in layouts:
             if label != layouts[0][0]:
@@ -559,6 +560,15 @@ def scenario_throughput(ctx):
                 f"bare requests loop, {label}", "≥ 0.7×", rate / bare[label] >= 0.7,
                 higher_is_better=True, note=note,
                 data={"seconds": seconds, "handled": done, "counts": counts},
+            ))
+            rows.append(Row(
+                f"2 throughput: worker, {label}, strict baseline", "database", ctx.database,
+                f"{total} deliveries", rate, "deliveries/s", prepared[label],
+                f"bare loop of prepared requests (Session.send), {label}", "≥ 0.7×",
+                rate / prepared[label] >= 0.7, higher_is_better=True,
+                note="the same requests calls dj-webhooks makes, without Session.post's "
+                     "per-call merging of session settings",
+                data={"seconds": seconds, "handled": done},
             ))
             ctx.log(f"  worker {label}: {rate:.0f}/s")
     if "inline" in ctx.backends:

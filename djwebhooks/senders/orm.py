@@ -162,7 +162,10 @@ def _copy(template, pk, target_id, using):
     from djwebhooks.delivery import copy_instance
 
     delivery = copy_instance(template)
-    delivery.pk, delivery.webhook_target_id = pk, target_id
+    # Straight into the instance's dict: the template has no related object cached, so the
+    # foreign key's descriptor has nothing to clear.
+    delivery.__dict__[template._meta.pk.attname] = pk
+    delivery.__dict__["webhook_target_id"] = target_id
     if pk is not None:
         delivery._state.adding, delivery._state.db = False, using
     return delivery
