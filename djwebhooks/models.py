@@ -102,8 +102,8 @@ class WebhookTarget(TimeStampedModel):
     HEALTH_FIELDS = ("consecutive_failures", "failing_since", "disabled_at", "disabled_reason")
 
     @classmethod
-    def from_db(cls, db, field_names, values):
-        target = super().from_db(db, field_names, values)
+    def from_db(cls, db, field_names, values, *args, **kwargs):
+        target = super().from_db(db, field_names, values, *args, **kwargs)
         target._saved_is_active = target.__dict__.get("is_active")
         return target
 

@@ -239,13 +239,14 @@ def test_a_batch_of_results_costs_a_fixed_number_of_queries(make_target, user,
 
 
 @pytest.mark.parametrize("returning", [True, False])
-def test_recorded_attempts_are_the_saved_rows(pending, user, monkeypatch, returning):
+def test_recorded_attempts_are_the_saved_rows(pending, monkeypatch, returning):
     from django.db import connection
 
     from djwebhooks.delivery import record_attempts
 
     target, first = pending
-    second = send_event("project.update", {"n": 2}, owner=user)[0]
+    second = Delivery.objects.create(webhook_target=target, event="project.update",
+                                     hash_value="msg_2", next_attempt_at=timezone.now())
     monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert",
                         returning)
     awkward = AttemptResult(
@@ -257,7 +258,9 @@ def test_recorded_attempts_are_the_saved_rows(pending, user, monkeypatch, return
     attempts = record_attempts([(first, SUCCESS), (second, awkward)], now=now)
 
     assert [a.delivery_id for a in attempts] == [first.pk, second.pk]
+    assert [a.attempt for a in attempts] == [1, 1]
     saved = {a.delivery_id: a for a in DeliveryAttempt.objects.all()}
+    assert len(saved) == 2
     for attempt in attempts:
         row = saved[attempt.delivery_id]
         if returning:
@@ -295,3 +298,19 @@ def test_a_failing_signal_receiver_is_logged_and_the_others_still_announced(
     assert [kwargs["delivery"].pk for kwargs in announced] == [first.pk, second.pk]
     assert f"A signal receiver failed for delivery {first.pk}" in caplog.text
     assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_batch_of_attempts_without_any_response_is_recorded(pending):
+    # Every column of the batch insert may be all NULL or empty (no response at all).
+    from djwebhooks.delivery import record_attempts
+
+    target, first = pending
+    second = Delivery.objects.create(webhook_target=target, event="project.update",
+                                     hash_value="msg_2", next_attempt_at=timezone.now())
+    refused = AttemptResult(success=False, response_status=None, response_message="",
+                            response_content_type="", error="DeliveryConnectionError: refused",
+                            duration=0, notification="Connection failed")
+    record_attempts([(first, refused), (second, refused)])
+    assert list(DeliveryAttempt.objects.values_list("response_status", "notification")) == [
+        (None, "Connection failed"), (None, "Connection failed")
+    ]
