@@ -157,19 +157,28 @@ def record_attempts(outcomes, *, now=None, policy=None):
     now = now or timezone.now()
     policy = policy or conf.get_retry_policy()
     using = router.db_for_write(Delivery)
-    ids = [delivery.pk for delivery, _ in outcomes]
+    # A success ends its delivery whatever the attempt's number, so one UPDATE numbers the
+    # attempt and finishes the delivery; a failure's next step depends on its number, so
+    # its delivery is numbered first and updated once that step is decided.
+    groups = {}
+    for delivery, result in outcomes:
+        key = result.response_status if result.success else _FAILED
+        groups.setdefault(key, []).append(delivery.pk)
     with serialized(using), transaction.atomic(using=using):
         # Write first: the UPDATE locks the rows, so two senders finishing at once number
         # their attempts one after the other; and SQLite, which cannot turn a reading
         # transaction into a writing one while another connection writes, waits its turn.
-        numbers = _increment_attempts(ids, using)
+        numbers = {}
+        for key, ids in groups.items():
+            finished = {} if key is _FAILED else _succeeded_fields(key, now)
+            numbers.update(_increment_attempts(ids, using, **finished))
         attempts = _insert_attempts(outcomes, numbers, now, using)
         health = {}
         for delivery, result in outcomes:
             _apply(delivery, result, numbers[delivery.pk], policy, now)
             target = health.setdefault(delivery.webhook_target_id, _Health())
             target.add(delivery, result)
-        _save_states([delivery for delivery, _ in outcomes], now)
+        _save_states([delivery for delivery, result in outcomes if not result.success], now)
         disabled = {}
         for target_id, counts in health.items():
             # A success in the batch shows the target works; failures still count after it.
@@ -193,22 +202,40 @@ def record_attempts(outcomes, *, now=None, policy=None):
     return attempts
 
 
-def _increment_attempts(ids, using):
-    """Add one to the deliveries' ``attempt`` and return ``{pk: attempt}`` (in one statement,
-    with ``RETURNING``, on PostgreSQL)."""
+#: The group of failed outcomes in ``record_attempts``.
+_FAILED = object()
+
+
+def _succeeded_fields(response_status, now):
+    """The fields of a delivery that succeeded (as ``_apply`` sets them)."""
+    return {"status": Delivery.Status.SUCCEEDED, "success": True,
+            "response_status": response_status, "next_attempt_at": None, "reason": "",
+            "locked_by": "", "locked_until": None, "modified": now}
+
+
+def _increment_attempts(ids, using, **fields):
+    """Add one to the deliveries' ``attempt``, set ``fields``, and return ``{pk: attempt}``
+    (in one statement, with ``RETURNING``, on PostgreSQL)."""
     connection = connections[using]
     if connection.vendor == "postgresql":
         quote = connection.ops.quote_name
         meta = Delivery._meta
         pk, attempt = quote(meta.pk.column), quote(meta.get_field("attempt").column)
+        assignments = [f"{attempt} = {attempt} + 1"]
+        params = []
+        for name, value in fields.items():
+            field = meta.get_field(name)
+            assignments.append(f"{quote(field.column)} = %s")
+            params.append(field.get_db_prep_save(value, connection))
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {quote(meta.db_table)} SET {attempt} = {attempt} + 1 "
+                f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
                 f"WHERE {pk} = ANY(%s) RETURNING {pk}, {attempt}",
-                [list(ids)],
+                [*params, list(ids)],
             )
             return dict(cursor.fetchall())
-    Delivery.objects.using(using).filter(pk__in=ids).update(attempt=F("attempt") + 1)
+    Delivery.objects.using(using).filter(pk__in=ids).update(attempt=F("attempt") + 1,
+                                                            **fields)
     return dict(Delivery.objects.using(using).filter(pk__in=ids).values_list("pk", "attempt"))
 
 
@@ -309,7 +336,7 @@ def _save_states(deliveries, now):
 def _apply(delivery, result, number, policy, now):
     """Set the delivery's fields after attempt ``number`` ended with ``result``."""
     if result.success:
-        status, next_attempt_at, reason = Delivery.Status.SUCCEEDED, None, ""
+        fields = _succeeded_fields(result.response_status, now)
     else:
         decision = policy.decide(
             number,
@@ -318,12 +345,15 @@ def _apply(delivery, result, number, policy, now):
             exception=result.exception,
             retry_after=result.retry_after,
         )
-        status = Delivery.Status.PENDING if decision.retry else Delivery.Status.FAILED
-        next_attempt_at, reason = decision.retry_at, decision.reason[:255]
-    delivery.attempt, delivery.success, delivery.status = number, result.success, status
-    delivery.response_status, delivery.next_attempt_at = result.response_status, next_attempt_at
-    delivery.reason, delivery.locked_by, delivery.locked_until = reason, "", None
-    delivery.modified = now
+        fields = {
+            "status": Delivery.Status.PENDING if decision.retry else Delivery.Status.FAILED,
+            "success": False, "response_status": result.response_status,
+            "next_attempt_at": decision.retry_at, "reason": decision.reason[:255],
+            "locked_by": "", "locked_until": None, "modified": now,
+        }
+    delivery.attempt = number
+    for name, value in fields.items():
+        setattr(delivery, name, value)
 
 
 class _Health:
