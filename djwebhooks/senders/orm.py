@@ -79,7 +79,7 @@ def create_deliveries(event, data, owner_pk, identifier, message_id):
         rows = _insert_then_read(using, template, event, owner_pk, identifier)
     if not rows:
         return []
-    rows.sort(key=lambda row: row[1])  # in target order, as the targets were created
+    rows = sorted(rows, key=lambda row: row[1])  # in target order, as they were created
     deliveries = [_copy(template, pk, target_id, using) for pk, target_id in rows]
     delivery_ids = [pk for pk, _ in rows]
     transaction.on_commit(lambda: get_backend().enqueue(delivery_ids), using=using)
