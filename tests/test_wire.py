@@ -237,3 +237,17 @@ def test_target_deactivated_before_commit_gets_nothing(make_target, user, receiv
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED
     assert delivery.attempt == 0
+
+
+def test_sender_options_given_without_owner_field_read_it_from_settings(make_target, user,
+                                                                        settings):
+    from djwebhooks.senders.orm import DjangoSenderable
+
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "OWNER_FIELD": "email"}
+    target = make_target()
+    delivery = Delivery.objects.create(webhook_target=target, event="project.update",
+                                       hash_value="msg_o", payload={"n": 1})
+    options = DjangoSenderable.settings_options()
+    del options["owner_field"]
+    sender = DjangoSenderable(delivery, options=options, record=False)
+    assert json.loads(sender.jsonified_payload)["owner"] == "audrey@example.com"

@@ -74,9 +74,9 @@ def create_deliveries(event, data, owner_pk, identifier, message_id):
     template = Delivery(event=event, payload=data, hash_value=message_id, next_attempt_at=now,
                         created=now, modified=now)
     if connections[using].features.can_return_rows_from_bulk_insert:
-        rows = _insert_for_targets(using, template, event, owner_pk, identifier)
+        rows = _insert_for_targets(using, template, owner_pk, identifier)
     else:
-        rows = _insert_then_read(using, template, event, owner_pk, identifier)
+        rows = _insert_then_read(using, template, owner_pk, identifier)
     if not rows:
         return []
     rows = sorted(rows, key=lambda row: row[1])  # in target order, as they were created
@@ -86,21 +86,21 @@ def create_deliveries(event, data, owner_pk, identifier, message_id):
     return deliveries
 
 
-def _insert_for_targets(using, template, event, owner_pk, identifier):
+def _insert_for_targets(using, template, owner_pk, identifier):
     """Insert a copy of ``template`` for every active target of the event, owner and
     identifier, in one statement; return ``[(delivery id, target id)]``."""
     connection = connections[using]
-    sql, fields = _insert_select_sql(using, connection.vendor)
+    sql, fields = _insert_select_sql(using)
     params = [field.get_db_prep_save(getattr(template, field.attname), connection)
               for field in fields]
-    params += [event, owner_pk, identifier, True]
+    params += [template.event, owner_pk, identifier, True]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
 
 @cache
-def _insert_select_sql(using, vendor):
+def _insert_select_sql(using):
     """Return the ``INSERT ... SELECT ... RETURNING`` statement and the fields it binds.
 
     Every concrete column the delivery sets is written, except the target (taken from the
@@ -134,14 +134,14 @@ def _insert_select_sql(using, vendor):
     return sql, fields
 
 
-def _insert_then_read(using, template, event, owner_pk, identifier):
+def _insert_then_read(using, template, owner_pk, identifier):
     """The same as ``_insert_for_targets`` where an insert cannot return rows (MySQL): find
     the targets, bulk-insert, and read the ids back by the unique (message id, target)."""
     from djwebhooks.models import Delivery, WebhookTarget
 
     target_ids = list(
         WebhookTarget.objects.using(using).filter(
-            event=event, owner_id=owner_pk, identifier=identifier, is_active=True
+            event=template.event, owner_id=owner_pk, identifier=identifier, is_active=True
         ).values_list("pk", flat=True)
     )
     if not target_ids:
@@ -348,7 +348,7 @@ class DjangoSenderable(Senderable):
         self.delivery = delivery
         self.webhook_target = target
         options = dict(options if options is not None else self.settings_options())
-        owner_field = options.pop("owner_field")
+        owner_field = options.pop("owner_field", _MISSING)  # read from settings if absent
         options.update(
             url=target.target_url,
             payload=delivery.payload,
