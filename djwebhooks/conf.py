@@ -37,8 +37,10 @@ DEFAULTS = {
     "RETRY_JITTER": 0.2,
     # The longest wait a receiver's Retry-After header can ask for, in seconds.
     "RETRY_AFTER_MAX": 6 * 3600,
-    # Seconds a worker holds the deliveries it claimed; after that another may take them.
-    "LEASE": 300,
+    # Seconds a claim on a delivery lasts unless its worker renews it (it does so every
+    # few seconds while it runs); after that another worker may take the delivery. Must be
+    # longer than TOTAL_TIMEOUT: a request is only started if its claim outlasts it.
+    "LEASE": 45,
     # Seconds of failures without a single success after which a target is disabled when
     # one more delivery to it fails for good; None never disables.
     "DISABLE_AFTER": 5 * 86400,
@@ -110,6 +112,17 @@ def get_seconds(key):
     if isinstance(value, timedelta):
         return value.total_seconds()
     return None if value is None else float(value)
+
+
+def heartbeat_interval(lease):
+    """Seconds between a worker's heartbeats (renewing its claims), for a ``lease``."""
+    return min(5.0, lease / 4)
+
+
+def shortest_lease(total_timeout):
+    """The shortest lease under which a request of ``total_timeout`` seconds can start
+    between two heartbeats: the total timeout, one heartbeat and a second to spare."""
+    return min((total_timeout + 1) * 4 / 3, total_timeout + 6)
 
 
 def get_timeouts():

@@ -8,6 +8,7 @@
      ├── UnknownEventError             (also ValueError)
      ├── OwnerError                    (also TypeError)
      ├── PayloadError                  (also TypeError)
+     ├── DuplicateMessageError         (also ValueError) a message id already sent
      ├── SignatureVerificationError    (also django.core.exceptions.SuspiciousOperation)
      │    └── ReplayedWebhookError     a webhook-id received before (replay protection)
      ├── CancelDelivery                raised by a delivery_sending receiver to cancel
@@ -65,6 +66,18 @@ class PayloadError(WebhookError, TypeError):
     def __init__(self, message, path=None):
         super().__init__(message)
         self.path = path
+
+
+class DuplicateMessageError(WebhookError, ValueError):
+    """``send_event(..., message_id=...)`` was given an id already sent to a target."""
+
+    def __init__(self, message_id):
+        super().__init__(
+            f"The message id {message_id!r} was already sent to one of these targets; "
+            "nothing was written. Each message id goes to a target once: use a new id for a "
+            "new message, or replay the existing delivery to send it again."
+        )
+        self.message_id = message_id
 
 
 class SignatureVerificationError(WebhookError, SuspiciousOperation):

@@ -5,9 +5,9 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from djwebhooks.delivery import record_attempt
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.senders.base import AttemptResult
+from tests.helpers import record as record_outcomes
 
 pytestmark = [
     pytest.mark.postgres,
@@ -31,7 +31,7 @@ def test_concurrent_attempts_get_distinct_numbers(user):
     def record():
         try:
             barrier.wait()
-            record_attempt(Delivery.objects.get(pk=delivery.pk), result)
+            record_outcomes([(Delivery.objects.get(pk=delivery.pk), result)])
         except Exception as exc:  # collected and asserted below
             errors.append(exc)
         finally:

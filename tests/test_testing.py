@@ -1,11 +1,9 @@
 """The testing tools: the locmem backend's outbox, scripted answers, capture, assertions,
 the unittest mixin and the pytest plugin."""
 
-from datetime import timedelta
 
 import pytest
 from django.test import TestCase
-from django.utils import timezone
 from standardwebhooks import Webhook
 
 from djwebhooks import send_event, testing
@@ -18,6 +16,7 @@ from djwebhooks.testing import (
     respond,
 )
 from djwebhooks.worker import Worker
+from tests.helpers import travel
 
 
 @pytest.fixture
@@ -89,8 +88,8 @@ def test_scripted_answers_repeat_and_carry_headers(target, user, webhook_outbox)
 def test_a_worker_retries_into_the_outbox(target, user, webhook_outbox):
     respond(connection_error=True)
     [delivery] = send_event("project.update", {}, owner=user)
-    Worker(burst=True, interval=0.01,
-           clock=lambda: timezone.now() + timedelta(seconds=7)).run()
+    travel(7)
+    Worker(burst=True, interval=0.01).run()
     assert [sent.status for sent in webhook_outbox] == [None, 200]
     assert webhook_outbox[1].delivery.attempt == 1
     delivery.refresh_from_db()

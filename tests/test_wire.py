@@ -121,7 +121,7 @@ def assert_retry_scheduled(delivery, seconds=5):
     )
     wait = (delivery.next_attempt_at - delivery.attempts.get().created).total_seconds()
     assert seconds * 0.8 - 0.1 <= wait <= seconds * 1.2 + 0.1
-    assert (delivery.locked_by, delivery.locked_until) == ("", None)
+    assert (delivery.claimed_by, delivery.claimed_until) == ("", None)
 
 
 def test_server_error_is_a_recorded_failure(make_target, user, receiver):
@@ -249,5 +249,5 @@ def test_sender_options_given_without_owner_field_read_it_from_settings(make_tar
                                        hash_value="msg_o", payload={"n": 1})
     options = DjangoSenderable.settings_options()
     del options["owner_field"]
-    sender = DjangoSenderable(delivery, options=options, record=False)
+    sender = DjangoSenderable(delivery, options=options)
     assert json.loads(sender.jsonified_payload)["owner"] == "audrey@example.com"

@@ -30,7 +30,40 @@ def test_burst_sends_what_is_due_and_reports(settings, make_target, user, receiv
     (["--interval", "0"], "--interval must be a positive number"),
     (["--max-deliveries", "0"], "--max-deliveries must be a positive number"),
     (["--lease", "-1"], "--lease must be a positive number"),
+    (["--lease", "35"], r"--lease 35 is too short: .* Give at least 36 seconds."),
 ])
 def test_bad_options_are_explained(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("webhooks_worker", "--burst", *args, stdout=StringIO())
+
+
+def test_missing_tables_say_to_migrate(settings, monkeypatch):
+    from django.db import connection
+
+    tables = connection.introspection.table_names
+    monkeypatch.setattr(type(connection.introspection), "table_names",
+                        lambda self, cursor=None: [t for t in tables(cursor)
+                                                   if not t.startswith("djwebhooks_")])
+    with pytest.raises(CommandError, match=r"The dj-webhooks tables djwebhooks_delivery, "
+                                           r"djwebhooks_workerheartbeat do not exist in "
+                                           r"database 'default': run 'manage.py migrate'."):
+        call_command("webhooks_worker", "--burst", stdout=StringIO())
+
+
+def test_a_burst_worker_gives_up_after_repeated_database_errors(monkeypatch, caplog):
+    from django.db import OperationalError
+
+    from djwebhooks import queue
+
+    calls = []
+
+    def unreachable(*args, **kwargs):
+        calls.append(1)
+        raise OperationalError("could not connect to server: Connection refused")
+
+    monkeypatch.setattr(queue, "claim", unreachable)
+    with pytest.raises(CommandError, match=r"The database failed 5 times in a row \(could "
+                                           r"not connect to server"):
+        call_command("webhooks_worker", "--burst", "--interval", "0.001", stdout=StringIO(),
+                     stderr=StringIO())
+    assert len(calls) == 5

@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from djwebhooks.delivery import replay
-from djwebhooks.models import Delivery
+from djwebhooks.events import replay
+from djwebhooks.models import DatabaseNow, Delivery
 
 DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -70,7 +70,7 @@ class Command(BaseCommand):
                stale_pending=False, dry_run=False, verbosity=1, **options):
         deliveries = Delivery.objects.failed()
         if stale_pending:
-            deliveries = deliveries | Delivery.objects.due(timezone.now() - STALE_PENDING_AFTER)
+            deliveries = deliveries | Delivery.objects.due(DatabaseNow() - STALE_PENDING_AFTER)
         if since:
             deliveries = deliveries.filter(created__gte=parse_since(since))
         if event:

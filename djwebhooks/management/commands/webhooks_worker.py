@@ -3,8 +3,11 @@
 import signal
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
-from djwebhooks.worker import Worker
+from djwebhooks import conf
+from djwebhooks.exceptions import WebhookImproperlyConfigured
+from djwebhooks.worker import BURST_DATABASE_ERRORS, Worker
 
 
 class Command(BaseCommand):
@@ -25,8 +28,9 @@ class Command(BaseCommand):
         parser.add_argument("--max-deliveries", type=int,
                             help="Exit after sending this many deliveries.")
         parser.add_argument("--lease", type=float,
-                            help="Seconds a claimed delivery is held before another worker "
-                            "may take it (default: DJWEBHOOKS['LEASE']).")
+                            help="Seconds a claim lasts unless the worker renews it, which "
+                            "it does every few seconds while it runs (default: "
+                            "DJWEBHOOKS['LEASE']).")
         parser.add_argument("--worker-id", help="The name stored on claimed deliveries "
                             "(default: host:pid).")
 
@@ -40,6 +44,14 @@ class Command(BaseCommand):
             raise CommandError("--max-deliveries must be a positive number.")
         if lease is not None and lease <= 0:
             raise CommandError("--lease must be a positive number of seconds.")
+        if lease is not None and lease < conf.shortest_lease(conf.get_seconds("TOTAL_TIMEOUT")):
+            shortest = conf.shortest_lease(conf.get_seconds("TOTAL_TIMEOUT"))
+            raise CommandError(
+                f"--lease {lease:g} is too short: a request starts only while its claim "
+                f"outlasts DJWEBHOOKS['TOTAL_TIMEOUT'] "
+                f"({conf.get_seconds('TOTAL_TIMEOUT'):g} s), so nothing would be sent. "
+                f"Give at least {shortest:g} seconds."
+            )
         worker = Worker(concurrency=concurrency, interval=interval, burst=burst,
                         max_deliveries=max_deliveries, lease=lease, worker_id=worker_id)
 
@@ -54,6 +66,15 @@ class Command(BaseCommand):
                               f"(concurrency {concurrency}). Stop with Ctrl-C or SIGTERM.")
         try:
             processed = worker.run()
+        except WebhookImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
+        except DatabaseError as exc:
+            # Only a --burst worker gives up; a long-running one waits the database out.
+            raise CommandError(
+                f"The database failed {BURST_DATABASE_ERRORS} times in a row ({exc}); "
+                "nothing more was sent. Deliveries claimed and not recorded are sent again "
+                "once their lease expires."
+            ) from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
