@@ -10,7 +10,7 @@
      ├── PayloadError                  (also TypeError)
      ├── DuplicateMessageError         (also ValueError) a message id already sent
      ├── SignatureVerificationError    (also django.core.exceptions.SuspiciousOperation)
-     │    └── ReplayedWebhookError     a webhook-id received before (replay protection)
+     │    └── ReplayedWebhookError     a webhook-id received before (not raised by dj-webhooks)
      ├── CancelDelivery                raised by a delivery_sending receiver to cancel
      └── DeliveryError                 a request that did not produce a response
           ├── DeliveryTimeout          retried, after a longer wait
@@ -85,7 +85,13 @@ class SignatureVerificationError(WebhookError, SuspiciousOperation):
 
 
 class ReplayedWebhookError(SignatureVerificationError):
-    """A verified webhook whose ``webhook-id`` was already received at this URL."""
+    """A verified webhook whose ``webhook-id`` was already received at this URL.
+
+    dj-webhooks does not raise it: with replay protection, ``webhook_receiver`` answers
+    such a request itself (200 once the id was accepted, 409 while it is being processed).
+    It is there for code of your own that refuses a repeated id, and for ``except`` clauses
+    that name it.
+    """
 
 
 class DeliveryError(WebhookError):
