@@ -10,6 +10,7 @@ byte read.
 import concurrent.futures
 import contextlib
 import heapq
+import http.client
 import http.cookiejar
 import itertools
 import os
@@ -40,6 +41,8 @@ _local = threading.local()
 _override = None
 #: The deadline of a request when none is given.
 DEFAULT_TOTAL_TIMEOUT = 30.0
+#: The most informational (1xx) responses a receiver may send before its answer.
+MAX_INFORMATIONAL_RESPONSES = 10
 #: The most threads looking names up at once; further lookups wait for one of them.
 RESOLVER_THREADS = 16
 
@@ -233,6 +236,28 @@ def _resolve(host, port, policy, deadline):
     return future.result()
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """``http.client``'s response, reading past informational (1xx) responses to the answer.
+
+    ``http.client`` skips ``100 Continue`` only, so a ``103 Early Hints`` would be taken for
+    the answer. ``101 Switching Protocols`` ends the exchange, and is returned (as a
+    failure: no upgrade is ever asked for).
+    """
+
+    def _read_status(self):
+        skipped = 0
+        while True:
+            version, status, reason = super()._read_status()
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            if skipped == MAX_INFORMATIONAL_RESPONSES:
+                raise DeliveryError(
+                    f"The receiver sent more than {MAX_INFORMATIONAL_RESPONSES} "
+                    "informational (1xx) responses without a final one.")
+            http.client.parse_headers(self.fp)  # read and discarded
+            skipped += 1
+
+
 def _current():
     """The (policy, deadline) of the request this thread is making."""
     return getattr(_local, "request", None) or (ssrf.URLPolicy(), None)
@@ -240,7 +265,9 @@ def _current():
 
 class GuardedHTTPConnection(HTTPConnection):
     """An ``HTTPConnection`` that connects only to addresses the URL policy allows, within
-    the request's deadline."""
+    the request's deadline, and reads past informational responses."""
+
+    response_class = _FinalResponse
 
     def _new_conn(self):
         policy, deadline = _current()
