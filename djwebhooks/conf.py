@@ -46,8 +46,8 @@ DEFAULTS = {
     "DISABLE_AFTER": 5 * 86400,
     # Seconds a finished delivery is kept before ``webhooks_prune`` deletes it.
     "RETENTION": 30 * 86400,
-    # Seconds a whole request may take, connecting to the last byte read, whatever the
-    # receiver does (a response that never ends, headers sent a byte at a time).
+    # Seconds a whole request may take, from the DNS lookup to the last byte read, whatever
+    # the receiver does (a response that never ends, headers sent a byte at a time).
     "TOTAL_TIMEOUT": 30.0,
     # The largest payload, in bytes of JSON, that a hook may send.
     "MAX_PAYLOAD_BYTES": 256 * 1024,
