@@ -759,8 +759,8 @@ def healthy_latencies(ctx, healthy_ids):
 
 
 def hol_worker(ctx):
-    from djwebhooks.models import Delivery
     from djwebhooks import send_event
+    from djwebhooks.models import Delivery
 
     sizes, owner = ctx.sizes, ctx.owner()
     timeouts = {"READ_TIMEOUT": sizes.hol_read_timeout,
