@@ -10,24 +10,6 @@ import djwebhooks.models
 import djwebhooks.signing
 
 
-def create_mysql_claim_index(apps, schema_editor):
-    """MySQL and MariaDB ignore partial indexes, so they get one of their own for claims:
-    pending rows, by due time and id, which is how workers look for them."""
-    if schema_editor.connection.vendor == "mysql":
-        quote = schema_editor.quote_name
-        schema_editor.execute(
-            f"CREATE INDEX {quote('djwebhooks_delivery_due_mysql')} ON "
-            f"{quote('djwebhooks_delivery')} "
-            f"({quote('status')}, {quote('next_attempt_at')}, {quote('id')})"
-        )
-
-
-def drop_mysql_claim_index(apps, schema_editor):
-    if schema_editor.connection.vendor == "mysql":
-        quote = schema_editor.quote_name
-        schema_editor.execute(f"DROP INDEX {quote('djwebhooks_delivery_due_mysql')} ON "
-                              f"{quote('djwebhooks_delivery')}")
-
 
 class Migration(migrations.Migration):
 
@@ -155,6 +137,4 @@ class Migration(migrations.Migration):
             model_name='delivery',
             constraint=models.UniqueConstraint(fields=('hash_value', 'webhook_target'), name='djwebhooks_unique_message_target'),
         ),
-            migrations.RunPython(create_mysql_claim_index, drop_mysql_claim_index,
-                             atomic=False, elidable=False),
-    ]
+        ]

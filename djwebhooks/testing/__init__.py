@@ -5,6 +5,7 @@ The pytest fixtures live in ``djwebhooks.pytest_plugin``, loaded by pytest on it
 """
 
 import contextlib
+from datetime import timedelta
 
 from django.test import TestCase, override_settings
 
@@ -17,6 +18,7 @@ __all__ = [
     "assert_no_webhooks_sent",
     "assert_webhook_sent",
     "capture_webhooks",
+    "fast_forward",
     "outbox",
     "override_webhooks",
     "reset",
@@ -51,6 +53,25 @@ def capture_webhooks(using="default"):
     with override_webhooks(), TestCase.captureOnCommitCallbacks(using=using, execute=True):
         yield captured
     captured.extend(outbox[start:])
+
+
+def fast_forward(seconds):
+    """Make every pending delivery's next attempt (and any claim on it) ``seconds`` earlier,
+    as if that long had passed: run a ``Worker`` afterwards to see the retries made.
+
+    dj-webhooks goes by the database's clock, so time is moved by moving the deliveries,
+    not the clock. Returns how many deliveries were moved.
+    """
+    from django.db.models import F
+
+    from djwebhooks.models import Delivery
+
+    delta = timedelta(seconds=seconds)
+    pending = Delivery.objects.filter(status=Delivery.Status.PENDING)
+    pending.filter(claimed_until__isnull=False).update(
+        claimed_until=F("claimed_until") - delta)
+    return pending.filter(next_attempt_at__isnull=False).update(
+        next_attempt_at=F("next_attempt_at") - delta)
 
 
 def _describe(sent):
