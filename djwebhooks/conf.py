@@ -11,7 +11,10 @@ from numbers import Real
 
 from django.conf import settings as django_settings
 
+from djwebhooks import __version__
 from djwebhooks.exceptions import WebhookImproperlyConfigured
+from djwebhooks.retry import RetryPolicy
+from djwebhooks.ssrf import URLPolicy
 
 #: Every key of ``DJWEBHOOKS`` with its default. ``docs/settings.rst`` documents each one,
 #: and a test keeps the two in step.
@@ -138,8 +141,6 @@ def get_allowed_networks():
 
 def get_url_policy():
     """Return the ``ssrf.URLPolicy`` built from the URL settings."""
-    from djwebhooks.ssrf import URLPolicy
-
     ports = get_setting("ALLOWED_PORTS")
     return URLPolicy(
         allowed_networks=tuple(get_allowed_networks()),
@@ -150,8 +151,6 @@ def get_url_policy():
 
 def get_retry_policy():
     """Return the ``RetryPolicy`` built from the retry settings."""
-    from djwebhooks.retry import RetryPolicy
-
     schedule = [
         delay.total_seconds() if isinstance(delay, timedelta) else delay
         for delay in get_setting("RETRY_SCHEDULE")
@@ -162,8 +161,6 @@ def get_retry_policy():
 
 def get_user_agent():
     """Return the User-Agent header sent with every delivery."""
-    from djwebhooks import __version__
-
     return get_setting("USER_AGENT") or f"dj-webhooks/{__version__}"
 
 

@@ -10,7 +10,6 @@ import djwebhooks.models
 import djwebhooks.signing
 
 
-
 class Migration(migrations.Migration):
 
     initial = True

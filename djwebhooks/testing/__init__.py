@@ -7,6 +7,7 @@ The pytest fixtures live in ``djwebhooks.pytest_plugin``, loaded by pytest on it
 import contextlib
 from datetime import timedelta
 
+from django.db.models import F
 from django.test import TestCase, override_settings
 
 from djwebhooks import conf, transport
@@ -62,8 +63,7 @@ def fast_forward(seconds):
     dj-webhooks goes by the database's clock, so time is moved by moving the deliveries,
     not the clock. Returns how many deliveries were moved.
     """
-    from django.db.models import F
-
+    # Here, not at the top: the testing tools import before Django's apps are ready.
     from djwebhooks.models import Delivery
 
     delta = timedelta(seconds=seconds)
