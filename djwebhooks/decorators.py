@@ -29,8 +29,7 @@ from djwebhooks.events import (
 )
 from djwebhooks.exceptions import SenderNotCallable
 
-__all__ = ["base_hook", "basic_hash_function", "hook", "orm_callable", "webhook",
-           "HookFactory"]
+__all__ = ["base_hook", "basic_hash_function", "hook", "orm_callable", "webhook"]
 
 #: Every function decorated with an ``event``, mapped to that event, for the system checks.
 #: Weak, so hooks made on the fly (in tests, in factories) do not live forever.

@@ -22,8 +22,8 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
 from djwebhooks import signing
+from djwebhooks.encoding import FORM
 from djwebhooks.exceptions import SignatureVerificationError
-from djwebhooks.senders.base import FORM
 
 #: The headers every Standard Webhooks request carries, in the order they are checked.
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")

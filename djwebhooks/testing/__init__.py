@@ -11,9 +11,17 @@ from django.db.models import F
 from django.test import TestCase, override_settings
 
 from djwebhooks import conf, transport
-from djwebhooks.testing.outbox import SentWebhook, outbox, outbox_session, reset, respond
+from djwebhooks.testing.outbox import (
+    OutboxSession,
+    SentWebhook,
+    outbox,
+    outbox_session,
+    reset,
+    respond,
+)
 
 __all__ = [
+    "OutboxSession",
     "SentWebhook",
     "WebhookTestMixin",
     "assert_no_webhooks_sent",
