@@ -11,7 +11,7 @@ from numbers import Real
 
 from django.conf import settings as django_settings
 
-from djwebhooks import __version__
+from djwebhooks import __version__, retry
 from djwebhooks.exceptions import WebhookImproperlyConfigured
 from djwebhooks.retry import RetryPolicy
 from djwebhooks.ssrf import URLPolicy
@@ -35,11 +35,11 @@ DEFAULTS = {
     # USERNAME_FIELD, False leaves "owner" out of the envelope.
     "OWNER_FIELD": None,
     # Seconds to wait before each retry of a failed delivery; [] never retries.
-    "RETRY_SCHEDULE": [5, 300, 1800, 7200, 18000, 36000, 36000],
+    "RETRY_SCHEDULE": list(retry.DEFAULT_SCHEDULE),
     # Each wait is randomised by up to this fraction either way (0.2 = ±20 %).
-    "RETRY_JITTER": 0.2,
+    "RETRY_JITTER": retry.DEFAULT_JITTER,
     # The longest wait a receiver's Retry-After header can ask for, in seconds.
-    "RETRY_AFTER_MAX": 6 * 3600,
+    "RETRY_AFTER_MAX": retry.DEFAULT_RETRY_AFTER_MAX,
     # Seconds a claim on a delivery lasts unless its worker renews it (it does so every
     # few seconds while it runs); after that another worker may take the delivery. Must be
     # longer than TOTAL_TIMEOUT: a request is only started if its claim outlasts it.
