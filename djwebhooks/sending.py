@@ -239,36 +239,30 @@ def _announce(stored):
             continue  # a late outcome changed nothing
         delivery = item.delivery
         if delivery.status == Delivery.Status.SUCCEEDED:
-            _safely(signals.delivery_succeeded, Delivery, delivery=delivery,
-                    attempt=item.attempt)
+            _safely("delivery_succeeded", Delivery, delivery=delivery, attempt=item.attempt)
         elif delivery.status == Delivery.Status.FAILED:
-            _safely(signals.delivery_failed, Delivery, delivery=delivery,
-                    attempt=item.attempt, reason=delivery.reason)
+            _safely("delivery_failed", Delivery, delivery=delivery, attempt=item.attempt,
+                    reason=delivery.reason)
     for target_id, reason in stored.disabled.items():
         # The target may have been deleted since; then there is no one to tell.
         target = WebhookTarget.objects.using(queue.database()).filter(pk=target_id).first()
         if target is not None:
-            _safely(signals.target_disabled, WebhookTarget, target=target, reason=reason)
+            _safely("target_disabled", WebhookTarget, target=target, reason=reason)
 
 
 def _announce_failed(deliveries):
     for delivery in deliveries:
-        _safely(signals.delivery_failed, Delivery, delivery=delivery, attempt=None,
+        _safely("delivery_failed", Delivery, delivery=delivery, attempt=None,
                 reason=delivery.reason)
 
 
-def _safely(signal, sender, **kwargs):
-    """Send ``signal``, logging (never raising) what a receiver raises."""
-    for receiver, response in signal.send_robust(sender=sender, **kwargs):
+def _safely(name, sender, **kwargs):
+    """Send the signal ``name``, logging (never raising) what a receiver raises."""
+    for receiver, response in getattr(signals, name).send_robust(sender=sender, **kwargs):
         if isinstance(response, Exception):
-            logger.error("A %s receiver (%r) raised for %s.", _name(signal), receiver,
+            logger.error("A %s receiver (%r) raised for %s.", name, receiver,
                          kwargs.get("delivery") or kwargs.get("target"),
                          exc_info=(type(response), response, response.__traceback__))
-
-
-def _name(signal):
-    return next((name for name in ("delivery_succeeded", "delivery_failed", "target_disabled")
-                 if getattr(signals, name) is signal), "signal")
 
 
 def _reachable():

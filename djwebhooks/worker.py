@@ -361,14 +361,14 @@ class Worker:
         """Record the results the threads have handed back, in one batch."""
         with self._changed:
             finished, self._results = self._results, []
-            outcomes, given_back = [], []
+            outcomes, given_back, others = [], [], 0
             for delivery, result in finished:
                 lost = delivery.pk in self._lost
                 self._forget(delivery)
                 if result is _DEFERRED:
                     given_back.append(delivery.pk)
                 elif result is _LOST:
-                    pass  # another worker holds it now: not ours to send or record
+                    others += 1  # another worker holds it now: not ours to send or record
                 else:
                     outcomes.append((delivery, result))
                     self._mark(delivery.webhook_target_id, not result.success)
@@ -376,8 +376,8 @@ class Worker:
                         logger.info("Delivery %s finished after its claim was lost.",
                                     delivery.pk)
         self._measure(len(finished))
-        self.processed += len(finished) - len(given_back)
-        self._claimed -= len(given_back)
+        self.processed += len(outcomes)
+        self._claimed -= len(given_back) + others
         try:
             # Put back, unclaimed, for when their failing target answers again (or a
             # fresh claim can cover their request).
