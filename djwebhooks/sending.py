@@ -49,10 +49,9 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None):
     None), so no one else sends them meanwhile; ids that are not due, or that another
     claimant holds, are skipped. ``budget`` bounds the call in seconds: a request is
     started only while at least a second of it is left (or half ``TOTAL_TIMEOUT``, if
-    shorter),
-    its deadline cut to what is left,
-    and deliveries not started are given back, due, for a worker. A request is never
-    started unless the claim outlasts its deadline (the claim is renewed when needed).
+    shorter), its deadline cut to what is left, and deliveries not started are given back,
+    due, for a worker. A request never outlives its claim: the claim is renewed when it
+    would not outlast the request's deadline.
     ``session`` is the HTTP session to send with (each thread's pooled one when None).
     Never raises for a receiver's failure; a database error propagates, leaving what was
     not recorded to be sent again once its claim expires.
@@ -85,6 +84,13 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None):
                     not in lost]
             held, claim.expires = queue.renew(claimant, rest, lease=lease)
             lost.update(set(rest) - held)
+            # Only with a LEASE shorter than TOTAL_TIMEOUT (which djwebhooks.E006 refuses)
+            # does a fresh claim not cover the request; then it is cut to fit.
+            deadline = min(deadline, claim.expires - time.monotonic())
+            if deadline < min(MIN_REQUEST_SECONDS, total / 2):
+                unsent = [later.delivery.pk for later in ready[index:]
+                          if later.delivery.pk not in lost]
+                break
         if item.delivery.pk in lost:
             logger.info("Delivery %s is no longer held by %s; not sending it.",
                         item.delivery.pk, claimant)
