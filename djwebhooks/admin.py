@@ -1,5 +1,6 @@
 """Admin: targets to manage; a read-only delivery log with attempts inline."""
 
+import json
 import logging
 
 from django.contrib import admin, messages
@@ -209,7 +210,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     actions = ["replay_deliveries"]
     fields = ["hash_value", "event", "webhook_target", "status", "reason", "success", "attempt",
               "response_status", "next_attempt_at", "claimed_by", "claimed_until", "created",
-              "modified", "payload"]
+              "modified", "display_payload"]
     readonly_fields = fields
 
     def has_add_permission(self, request):
@@ -218,6 +219,15 @@ class DeliveryAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         # Read-only log; viewing needs only the view permission.
         return False
+
+    @admin.display(description=_("payload"))
+    def display_payload(self, obj):
+        """The payload's JSON, indented; the text is escaped."""
+        try:
+            text = json.dumps(json.loads(obj.payload_json), indent=2, ensure_ascii=False)
+        except ValueError:
+            text = obj.payload_json
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', text)
 
     @admin.display(description=_("target"), ordering="webhook_target__target_url")
     def target_link(self, obj):

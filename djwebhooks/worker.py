@@ -10,6 +10,7 @@ module only batches them across threads.
 """
 
 import collections
+import contextlib
 import logging
 import os
 import queue as queues
@@ -211,8 +212,20 @@ class Worker:
         except Exception:
             options = None
         hold = self._holder()
-        ready, failed = sending.prepare(queue.load(self.claimant, claim.ids),
-                                        claimant=self.claimant, options=options, hold=hold)
+        try:
+            ready, failed = sending.prepare(queue.load(self.claimant, claim.ids),
+                                            claimant=self.claimant, options=options,
+                                            hold=hold)
+        except DatabaseError:
+            # Claimed but not loaded: give the claims back (or, with the database gone,
+            # stop renewing them, so they expire), then let the loop wait the error out.
+            with self._changed:
+                for pk in claim.ids:
+                    self._held.pop(pk, None)
+            self._claimed -= len(claim.ids)
+            with contextlib.suppress(DatabaseError):
+                queue.release(self.claimant, claim.ids)
+            raise
         queued = {item.delivery.pk for item in ready} | {d.pk for d, _ in failed}
         with self._changed:
             for pk in claim.ids:

@@ -115,3 +115,13 @@ def test_replay_action_needs_the_change_permission(client, django_user_model, ma
     response = client.get(url)
     assert response.status_code == 200
     assert "replay_deliveries" not in response.content.decode()
+
+
+def test_the_delivery_page_shows_the_payload_as_json(staff, make_target, user, receiver):
+    make_target()
+    [delivery] = send_event("project.update", {"title": "<b>Acme</b>", "ok": True, "n": None},
+                            owner=user)
+    html = staff.get(reverse("admin:djwebhooks_delivery_change", args=[delivery.pk])) \
+        .content.decode()
+    assert ('<pre style="white-space:pre-wrap;margin:0">{\n  "title": '
+            '"&lt;b&gt;Acme&lt;/b&gt;",\n  "ok": true,\n  "n": null\n}</pre>') in html

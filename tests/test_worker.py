@@ -424,3 +424,29 @@ def test_the_send_rate_is_smoothed(monkeypatch):
     now[0] += 1.0
     worker._measure(100)
     assert worker._rate == pytest.approx(100)  # (100 + 100 / 1 s) / 2
+
+
+def test_a_database_error_after_claiming_gives_the_claims_back(monkeypatch, make_target, user,
+                                                               receiver, caplog):
+    # The claim went through, then loading failed: the worker must not keep (and renew)
+    # claims it will never send; they are given back and sent on the next claim.
+    from django.db import OperationalError
+
+    make_target()
+    [delivery] = send_event("project.update", {}, owner=user)
+    real_load, calls = queue.load, []
+
+    def flaky_load(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "load", flaky_load)
+    worker = Worker(burst=True, interval=0.01)
+    assert worker.run() == 1
+    assert "cannot reach the database" in caplog.text
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempt) == ("succeeded", 1)
+    assert len(receiver.requests) == 1
+    assert not worker._held
