@@ -123,5 +123,6 @@ def test_the_delivery_page_shows_the_payload_as_json(staff, make_target, user, r
                             owner=user)
     html = staff.get(reverse("admin:djwebhooks_delivery_change", args=[delivery.pk])) \
         .content.decode()
-    assert ('<pre style="white-space:pre-wrap;margin:0">{\n  "title": '
-            '"&lt;b&gt;Acme&lt;/b&gt;",\n  "ok": true,\n  "n": null\n}</pre>') in html
+    assert ('<pre style="white-space:pre-wrap;margin:0">{\n  &quot;title&quot;: '
+            '&quot;&lt;b&gt;Acme&lt;/b&gt;&quot;,\n  &quot;ok&quot;: true,\n  &quot;n&quot;: '
+            'null\n}</pre>') in html
