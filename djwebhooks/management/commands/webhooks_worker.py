@@ -4,7 +4,13 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
+from djwebhooks.management.parsing import LONGEST_WAIT, check_seconds, check_text
+from djwebhooks.models import Delivery
 from djwebhooks.worker import Worker
+
+#: The most threads one worker process runs; for more deliveries at once, run more
+#: processes. Far beyond it, a process runs out of memory or of threads.
+MAX_CONCURRENCY = 1000
 
 
 class Command(BaseCommand):
@@ -16,30 +22,40 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--concurrency", type=int, default=4,
-                            help="Deliveries sent at once, each on its own thread (default 4).")
+                            help="Deliveries sent at once, each on its own thread (default 4, "
+                            f"at most {MAX_CONCURRENCY}).")
         parser.add_argument("--interval", type=float, default=1.0,
                             help="Seconds between looks for due deliveries when idle "
-                            "(default 1).")
+                            f"(default 1, at most {LONGEST_WAIT}).")
         parser.add_argument("--burst", action="store_true",
                             help="Exit once nothing is due, instead of waiting for more.")
         parser.add_argument("--max-deliveries", type=int,
                             help="Exit after sending this many deliveries.")
         parser.add_argument("--lease", type=float,
                             help="Seconds a claimed delivery is held before another worker "
-                            "may take it (default: DJWEBHOOKS['LEASE']).")
-        parser.add_argument("--worker-id", help="The name stored on claimed deliveries "
-                            "(default: host:pid).")
+                            f"may take it (default: DJWEBHOOKS['LEASE'], at most "
+                            f"{LONGEST_WAIT}).")
+        parser.add_argument("--worker-id", help="The name stored on claimed deliveries, at "
+                            "most 255 characters (default: host:pid).")
 
     def handle(self, *args, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
                lease=None, worker_id=None, verbosity=1, **options):
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
-        if interval <= 0:
-            raise CommandError("--interval must be a positive number of seconds.")
+        if concurrency > MAX_CONCURRENCY:
+            raise CommandError(f"--concurrency must be at most {MAX_CONCURRENCY} (threads in one "
+                               "process); run more processes to send more at once.")
+        check_seconds("--interval", interval)
         if max_deliveries is not None and max_deliveries < 1:
             raise CommandError("--max-deliveries must be a positive number.")
-        if lease is not None and lease <= 0:
-            raise CommandError("--lease must be a positive number of seconds.")
+        if lease is not None:
+            check_seconds("--lease", lease)
+        if worker_id is not None:
+            check_text("--worker-id", worker_id)
+            longest = Delivery._meta.get_field("locked_by").max_length
+            if len(worker_id) > longest:
+                raise CommandError(f"--worker-id must be at most {longest} characters long; "
+                                   f"got {len(worker_id)}.")
         worker = Worker(concurrency=concurrency, interval=interval, burst=burst,
                         max_deliveries=max_deliveries, lease=lease, worker_id=worker_id)
 
