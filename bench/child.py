@@ -91,18 +91,18 @@ class Counters:
         from django.db.backends.base.base import BaseDatabaseWrapper
         from django.db.backends.utils import CursorWrapper
 
-        from djwebhooks import worker
+        from djwebhooks import queue
 
-        claim, execute = worker.claim, CursorWrapper.execute
+        claim, execute = queue.claim, CursorWrapper.execute
         executemany, connect = CursorWrapper.executemany, BaseDatabaseWrapper.connect
         self._saved = (claim, execute, executemany, connect)
         count = self._count
 
         def counted_claim(*args, **kwargs):
-            ids = claim(*args, **kwargs)
+            claimed = claim(*args, **kwargs)
             count("claims")
-            count("claimed", len(ids))
-            return ids
+            count("claimed", len(claimed.ids))
+            return claimed
 
         def counted_execute(cursor, *args, **kwargs):
             count("statements")
@@ -116,7 +116,7 @@ class Counters:
             count("connects")
             return connect(wrapper)
 
-        worker.claim = counted_claim
+        queue.claim = counted_claim
         CursorWrapper.execute = counted_execute
         CursorWrapper.executemany = counted_executemany
         BaseDatabaseWrapper.connect = counted_connect
@@ -126,9 +126,9 @@ class Counters:
         from django.db.backends.base.base import BaseDatabaseWrapper
         from django.db.backends.utils import CursorWrapper
 
-        from djwebhooks import worker
+        from djwebhooks import queue
 
-        worker.claim, CursorWrapper.execute, CursorWrapper.executemany, \
+        queue.claim, CursorWrapper.execute, CursorWrapper.executemany, \
             BaseDatabaseWrapper.connect = self._saved
 
     def __enter__(self):
@@ -205,7 +205,7 @@ def run_inline(config):
     from django.contrib.auth import get_user_model
     from django.db import transaction
 
-    from djwebhooks.senders.orm import send_event
+    from djwebhooks import send_event
 
     owner = get_user_model().objects.get(username="bench")
     targets = config["targets"]

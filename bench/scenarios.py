@@ -209,7 +209,7 @@ def make_targets(owner, event, urls, identifiers):
 
 def fan_out(owner, identifier, calls):
     """Commit ``calls`` events, each to every ``bench.fan`` target of ``identifier``."""
-    from djwebhooks.senders.orm import send_event
+    from djwebhooks import send_event
 
     with djwebhooks_settings(backend="database"):
         for number in range(calls):
@@ -679,7 +679,7 @@ def slow_worker(ctx, owner, concurrency, total):
 
 
 def inline_slow(ctx, owner, latency):
-    from djwebhooks.senders.orm import send_event
+    from djwebhooks import send_event
 
     n = ctx.sizes.inline_slow_targets
     reset_tables()
@@ -759,8 +759,8 @@ def healthy_latencies(ctx, healthy_ids):
 
 
 def hol_worker(ctx):
+    from djwebhooks import send_event
     from djwebhooks.models import Delivery
-    from djwebhooks.senders.orm import send_event
 
     sizes, owner = ctx.sizes, ctx.owner()
     timeouts = {"READ_TIMEOUT": sizes.hol_read_timeout,
@@ -814,7 +814,7 @@ def hol_worker(ctx):
 
 
 def hol_inline(ctx):
-    from djwebhooks.senders.orm import send_event
+    from djwebhooks import send_event
 
     sizes, owner = ctx.sizes, ctx.owner()
     timeouts = {"READ_TIMEOUT": sizes.hol_read_timeout,

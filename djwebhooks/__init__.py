@@ -2,7 +2,7 @@
 
 __version__ = "0.3.0"
 
-__all__ = ["__version__", "hook", "webhook", "send_event"]
+__all__ = ["__version__", "hook", "replay", "send_event", "webhook"]
 
 
 def __getattr__(name):
@@ -12,8 +12,8 @@ def __getattr__(name):
         from djwebhooks import decorators
 
         return getattr(decorators, name)
-    if name == "send_event":
-        from djwebhooks.senders.orm import send_event
+    if name in ("send_event", "replay"):
+        from djwebhooks import events
 
-        return send_event
+        return getattr(events, name)
     raise AttributeError(f"module 'djwebhooks' has no attribute {name!r}")

@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 
 from djwebhooks import rotation
-from djwebhooks.delivery import replay
+from djwebhooks.events import replay
 from djwebhooks.forms import WebhookTargetForm
 from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
 
@@ -208,7 +208,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     inlines = [DeliveryAttemptInline]
     actions = ["replay_deliveries"]
     fields = ["hash_value", "event", "webhook_target", "status", "reason", "success", "attempt",
-              "response_status", "next_attempt_at", "locked_by", "locked_until", "created",
+              "response_status", "next_attempt_at", "claimed_by", "claimed_until", "created",
               "modified", "payload"]
     readonly_fields = fields
 

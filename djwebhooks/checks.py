@@ -7,14 +7,22 @@
 - ``djwebhooks.E005`` a ``@hook`` sends an event that is not declared
 - ``djwebhooks.W001`` the inline backend with ``DEBUG = False``
 - ``djwebhooks.W002`` no events are declared
-- ``djwebhooks.W003`` ``LEASE`` is not longer than the connect and read timeouts
+- ``djwebhooks.E006`` ``LEASE`` is too short for a request of ``TOTAL_TIMEOUT`` to start
+- ``djwebhooks.E007`` ``USE_TZ = False``
+- ``djwebhooks.E008`` a target's signing secret cannot sign (run with ``--database``)
 """
 
 from django.conf import settings
 from django.core import checks
+from django.db import DatabaseError, router
 
 from djwebhooks import conf
+from djwebhooks.backends import load_backend
+from djwebhooks.backends.inline import InlineBackend
+from djwebhooks.decorators import registry
 from djwebhooks.exceptions import WebhookImproperlyConfigured
+from djwebhooks.models import WebhookTarget
+from djwebhooks.signing import secret_key
 
 
 @checks.register()
@@ -39,23 +47,83 @@ def check_settings(app_configs=None, **kwargs):
 
 @checks.register()
 def check_lease(app_configs=None, **kwargs):
-    """Warn when a claim may expire while its request is still running."""
+    """Refuse a lease under which no request could start: a request starts only if its
+    claim outlasts its deadline (``TOTAL_TIMEOUT``), and claims are renewed every few
+    seconds."""
     try:
         lease = conf.get_seconds("LEASE")
-        longest = sum(conf.get_timeouts())
+        total = conf.get_seconds("TOTAL_TIMEOUT")
     except (WebhookImproperlyConfigured, TypeError, ValueError):
         return []  # reported by check_settings
-    if lease <= longest:
+    shortest = conf.shortest_lease(total)
+    if lease < shortest:
         return [
-            checks.Warning(
-                f"DJWEBHOOKS['LEASE'] ({lease:g} s) is not longer than CONNECT_TIMEOUT + "
-                f"READ_TIMEOUT ({longest:g} s): a delivery still being sent may be claimed "
-                "by another worker and sent twice.",
-                hint="Make LEASE several times the sum of the timeouts (the default is 300).",
-                id="djwebhooks.W003",
+            checks.Error(
+                f"DJWEBHOOKS['LEASE'] ({lease:g} s) is too short for TOTAL_TIMEOUT "
+                f"({total:g} s): a request is started only while its claim outlasts its "
+                "deadline, and claims are renewed every few seconds, so no delivery would "
+                "ever be sent.",
+                hint=f"Make LEASE at least {shortest:g} seconds, or TOTAL_TIMEOUT shorter "
+                "(the defaults are 45 and 30).",
+                id="djwebhooks.E006",
             )
         ]
     return []
+
+
+@checks.register()
+def check_time_zone(app_configs=None, **kwargs):
+    """dj-webhooks compares times with the database's clock, in UTC: it needs USE_TZ."""
+    if not settings.USE_TZ:
+        return [
+            checks.Error(
+                "dj-webhooks needs USE_TZ = True: claims, retries and due times are "
+                "compared with the database's clock, in UTC, and signatures carry UTC "
+                "timestamps.",
+                hint="Set USE_TZ = True in your settings (Django's default since 5.0).",
+                id="djwebhooks.E007",
+            )
+        ]
+    return []
+
+
+@checks.register(checks.Tags.database)
+def check_secrets(app_configs=None, databases=None, **kwargs):
+    """Report targets whose secret (or previous secret) cannot sign a request.
+
+    Runs where Django runs database checks (``migrate``, ``check --database default``): it
+    reads every target's secrets.
+    """
+    using = router.db_for_read(WebhookTarget)
+    if not databases or using not in databases:
+        return []
+    bad = []
+    try:
+        rows = WebhookTarget.objects.using(using).order_by("pk").values_list(
+            "pk", "secret", "previous_secret").iterator(chunk_size=2000)
+        for pk, secret, previous in rows:
+            for value in (secret, previous) if previous else (secret,):
+                try:
+                    secret_key(value)
+                except (TypeError, ValueError):
+                    bad.append(pk)
+                    break
+    except DatabaseError:
+        return []  # no tables yet: migrate makes them
+    if not bad:
+        return []
+    shown = ", ".join(map(str, bad[:20])) + (f" and {len(bad) - 20} more" if len(bad) > 20
+                                             else "")
+    return [
+        checks.Error(
+            f"{len(bad)} webhook target{'s have' if len(bad) != 1 else ' has'} a signing "
+            f"secret that cannot sign requests (not whsec_ and base64): {shown}. Their "
+            "deliveries fail with 'Error before sending'.",
+            hint="Give them new secrets: manage.py webhooks_rotate_secret --target <id> "
+            "--grace 0s (or set a valid secret in the admin).",
+            id="djwebhooks.E008",
+        )
+    ]
 
 
 @checks.register()
@@ -93,8 +161,6 @@ def check_events(app_configs=None, **kwargs):
                 id="djwebhooks.W002",
             )
         )
-    from djwebhooks.decorators import registry
-
     for function, event in list(registry.items()):
         if event not in events:
             errors.append(
@@ -111,9 +177,6 @@ def check_events(app_configs=None, **kwargs):
 @checks.register()
 def check_backend(app_configs=None, **kwargs):
     """Check that the backend imports, and warn about the inline backend in production."""
-    from djwebhooks.backends import load_backend
-    from djwebhooks.backends.inline import InlineBackend
-
     if not isinstance(getattr(settings, "DJWEBHOOKS", None) or {}, dict):
         return []  # reported once, by check_settings (E001)
     try:

@@ -11,7 +11,10 @@ from numbers import Real
 
 from django.conf import settings as django_settings
 
+from djwebhooks import __version__
 from djwebhooks.exceptions import WebhookImproperlyConfigured
+from djwebhooks.retry import RetryPolicy
+from djwebhooks.ssrf import URLPolicy
 
 #: Every key of ``DJWEBHOOKS`` with its default. ``docs/settings.rst`` documents each one,
 #: and a test keeps the two in step.
@@ -37,15 +40,17 @@ DEFAULTS = {
     "RETRY_JITTER": 0.2,
     # The longest wait a receiver's Retry-After header can ask for, in seconds.
     "RETRY_AFTER_MAX": 6 * 3600,
-    # Seconds a worker holds the deliveries it claimed; after that another may take them.
-    "LEASE": 300,
+    # Seconds a claim on a delivery lasts unless its worker renews it (it does so every
+    # few seconds while it runs); after that another worker may take the delivery. Must be
+    # longer than TOTAL_TIMEOUT: a request is only started if its claim outlasts it.
+    "LEASE": 45,
     # Seconds of failures without a single success after which a target is disabled when
     # one more delivery to it fails for good; None never disables.
     "DISABLE_AFTER": 5 * 86400,
     # Seconds a finished delivery is kept before ``webhooks_prune`` deletes it.
     "RETENTION": 30 * 86400,
-    # Seconds a whole request may take, connecting to the last byte read, whatever the
-    # receiver does (a response that never ends, headers sent a byte at a time).
+    # Seconds a whole request may take, from the DNS lookup to the last byte read, whatever
+    # the receiver does (a response that never ends, headers sent a byte at a time).
     "TOTAL_TIMEOUT": 30.0,
     # The largest payload, in bytes of JSON, that a hook may send.
     "MAX_PAYLOAD_BYTES": 256 * 1024,
@@ -112,6 +117,17 @@ def get_seconds(key):
     return None if value is None else float(value)
 
 
+def heartbeat_interval(lease):
+    """Seconds between a worker's heartbeats (renewing its claims), for a ``lease``."""
+    return min(5.0, lease / 4)
+
+
+def shortest_lease(total_timeout):
+    """The shortest lease under which a request of ``total_timeout`` seconds can start
+    between two heartbeats: the total timeout, one heartbeat and a second to spare."""
+    return min((total_timeout + 1) * 4 / 3, total_timeout + 6)
+
+
 def get_timeouts():
     """Return ``(connect, read)`` timeouts in seconds, as requests expects them."""
     return (get_seconds("CONNECT_TIMEOUT"), get_seconds("READ_TIMEOUT"))
@@ -125,8 +141,6 @@ def get_allowed_networks():
 
 def get_url_policy():
     """Return the ``ssrf.URLPolicy`` built from the URL settings."""
-    from djwebhooks.ssrf import URLPolicy
-
     ports = get_setting("ALLOWED_PORTS")
     return URLPolicy(
         allowed_networks=tuple(get_allowed_networks()),
@@ -137,8 +151,6 @@ def get_url_policy():
 
 def get_retry_policy():
     """Return the ``RetryPolicy`` built from the retry settings."""
-    from djwebhooks.retry import RetryPolicy
-
     schedule = [
         delay.total_seconds() if isinstance(delay, timedelta) else delay
         for delay in get_setting("RETRY_SCHEDULE")
@@ -149,8 +161,6 @@ def get_retry_policy():
 
 def get_user_agent():
     """Return the User-Agent header sent with every delivery."""
-    from djwebhooks import __version__
-
     return get_setting("USER_AGENT") or f"dj-webhooks/{__version__}"
 
 

@@ -7,6 +7,10 @@
         return {"title": project.title}
 
     deliveries = send_project_update(project, owner=request.user, identifier="acme")
+
+The 2014 shape, kept: ``base_hook(sender_callable, hash_function, **dkwargs)`` makes a
+decorator, ``hook`` is a ``partial`` of it with ``orm_callable``, and ``webhook`` is the
+name the original ``webhooks`` package used.
 """
 
 import weakref
@@ -14,11 +18,18 @@ from functools import partial
 
 import wrapt
 
+from djwebhooks.events import (
+    basic_hash_function,
+    check_event,
+    check_identifier,
+    check_message_id,
+    check_owner,
+    create_deliveries,
+    split_call,
+)
 from djwebhooks.exceptions import SenderNotCallable
-from djwebhooks.senders.base import basic_hash_function
-from djwebhooks.senders.orm import orm_callable
 
-__all__ = ["base_hook", "basic_hash_function", "hook", "webhook", "HookFactory"]
+__all__ = ["base_hook", "basic_hash_function", "hook", "orm_callable", "webhook"]
 
 #: Every function decorated with an ``event``, mapped to that event, for the system checks.
 #: Weak, so hooks made on the fly (in tests, in factories) do not live forever.
@@ -52,6 +63,28 @@ def base_hook(sender_callable, hash_function, **dkwargs):
         return wrapper(function)
 
     return decorate
+
+
+def orm_callable(wrapped, dkwargs, hash_value=None, *args, **kwargs):
+    """Call the hooked function for its payload and send it to every matching target.
+
+    The ORM's ``sender_callable``: ``dkwargs`` holds the decorator's ``event``,
+    ``hash_value`` is the message id (a new one when None), and the call's ``owner`` and
+    ``identifier`` pick the targets.
+    """
+    event = dkwargs.get("event")
+    if not event:
+        raise TypeError(
+            "djwebhooks.decorators.hook requires an 'event' argument in the decorator, "
+            "e.g. @hook(event='project.update')."
+        )
+    check_event(event)
+    owner, identifier, call_args, call_kwargs = split_call(wrapped, args, kwargs)
+    owner_pk = check_owner(owner, function=wrapped)
+    identifier = check_identifier(identifier)
+    message_id = check_message_id(basic_hash_function() if hash_value is None else hash_value)
+    return create_deliveries(event, wrapped(*call_args, **call_kwargs), owner_pk, identifier,
+                             message_id, function=wrapped)
 
 
 class HookFactory(partial):

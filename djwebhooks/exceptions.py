@@ -8,8 +8,9 @@
      ├── UnknownEventError             (also ValueError)
      ├── OwnerError                    (also TypeError)
      ├── PayloadError                  (also TypeError)
+     ├── DuplicateMessageError         (also ValueError) a message id already sent
      ├── SignatureVerificationError    (also django.core.exceptions.SuspiciousOperation)
-     │    └── ReplayedWebhookError     a webhook-id received before (replay protection)
+     │    └── ReplayedWebhookError     a webhook-id received before (not raised by dj-webhooks)
      ├── CancelDelivery                raised by a delivery_sending receiver to cancel
      └── DeliveryError                 a request that did not produce a response
           ├── DeliveryTimeout          retried, after a longer wait
@@ -67,12 +68,30 @@ class PayloadError(WebhookError, TypeError):
         self.path = path
 
 
+class DuplicateMessageError(WebhookError, ValueError):
+    """``send_event(..., message_id=...)`` was given an id already sent to a target."""
+
+    def __init__(self, message_id):
+        super().__init__(
+            f"The message id {message_id!r} was already sent to one of these targets; "
+            "nothing was written. Each message id goes to a target once: use a new id for a "
+            "new message, or replay the existing delivery to send it again."
+        )
+        self.message_id = message_id
+
+
 class SignatureVerificationError(WebhookError, SuspiciousOperation):
     """A received webhook did not verify; the message says which check failed."""
 
 
 class ReplayedWebhookError(SignatureVerificationError):
-    """A verified webhook whose ``webhook-id`` was already received at this URL."""
+    """A verified webhook whose ``webhook-id`` was already received at this URL.
+
+    dj-webhooks does not raise it: with replay protection, ``webhook_receiver`` answers
+    such a request itself (200 once the id was accepted, 409 while it is being processed).
+    It is there for code of your own that refuses a repeated id, and for ``except`` clauses
+    that name it.
+    """
 
 
 class DeliveryError(WebhookError):

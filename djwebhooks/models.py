@@ -1,19 +1,74 @@
 """Who subscribed to what (``WebhookTarget``), each message (``Delivery``), each try
-(``DeliveryAttempt``)."""
+(``DeliveryAttempt``), and the workers sending them (``WorkerHeartbeat``)."""
 
+import json
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, router, transaction
+from django.db.models.base import ModelState
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from model_utils.models import TimeStampedModel
 
 from djwebhooks import conf
-from djwebhooks.senders.base import FORM, JSON
-from djwebhooks.signing import generate_secret
+from djwebhooks.encoding import FORM, JSON
+from djwebhooks.signing import generate_secret, secret_key
 from djwebhooks.ssrf import TargetURLRefused, check_target
+
+
+class DatabaseNow(Now):
+    """``Now()`` in UTC on every database. Claims and due times are compared with this
+    clock, never a host's, so hosts whose clocks disagree still agree.
+
+    MySQL's ``CURRENT_TIMESTAMP`` is in the session's time zone, while Django keeps
+    datetimes there in UTC. SQLite's clock has milliseconds, and its datetimes are text
+    compared as text: the time is written to the microsecond, at the end of its
+    millisecond, so that a row stamped in the same millisecond already counts as past.
+    """
+
+    def as_mysql(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template=SQL_NOW["mysql"], **extra_context)
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        template = SQL_NOW["sqlite"].replace("%", "%%%%")
+        return self.as_sql(compiler, connection, template=template, **extra_context)
+
+
+#: The database's time now, in UTC, as SQL (see ``DatabaseNow``).
+SQL_NOW = {
+    "postgresql": "STATEMENT_TIMESTAMP()",
+    "mysql": "UTC_TIMESTAMP(6)",
+    "sqlite": "(STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW') || '999')",
+}
+
+
+def copy_instance(template):
+    """Return a new, unsaved model instance with ``template``'s field values.
+
+    Many rows made from one template this way take a fraction of the time of as many
+    ``Model.__init__`` calls, which convert every value and send two signals each.
+    """
+    instance = template.__class__.__new__(template.__class__)
+    instance.__dict__.update(template.__dict__)
+    instance._state = ModelState()
+    return instance
+
+
+def validate_secret(value):
+    """Raise ``ValidationError`` unless ``value`` is a secret requests can be signed with."""
+    try:
+        secret_key(value)
+    except (TypeError, ValueError):
+        raise ValidationError(
+            _("This is not a usable signing secret: it must be whsec_ followed by base64 "
+              "(as generated), such as whsec_%(example)s."),
+            code="invalid_secret",
+            params={"example": "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+        ) from None
 
 
 def validate_event_name(value):
@@ -59,10 +114,12 @@ class WebhookTarget(TimeStampedModel):
         _("signing secret"),
         max_length=128,
         default=generate_secret,
+        validators=[validate_secret],
         help_text=_("Standard Webhooks secret (whsec_...) used to sign every request."),
     )
     previous_secret = models.CharField(
         _("previous signing secret"), max_length=128, blank=True, default="",
+        validators=[validate_secret],
         help_text=_("The secret before the last rotation, still signed with until it expires."),
     )
     previous_secret_expires = models.DateTimeField(
@@ -160,14 +217,20 @@ class WebhookTarget(TimeStampedModel):
                 f"{seconds:g} seconds."
             )
         now = now or timezone.now()
-        if seconds:
-            self.previous_secret = self.secret
-            self.previous_secret_expires = now + timedelta(seconds=seconds)
-        else:
-            self.previous_secret, self.previous_secret_expires = "", None
-        self.secret = generate_secret()
-        self.save(update_fields=["secret", "previous_secret", "previous_secret_expires",
-                                 "modified"])
+        using = router.db_for_write(WebhookTarget, instance=self)
+        fields = ["secret", "previous_secret", "previous_secret_expires", "modified"]
+        with transaction.atomic(using=using):
+            # The secret as stored, under a row lock: a rotation made meanwhile (another
+            # request, another process) becomes the previous secret, never lost.
+            current = (WebhookTarget.objects.using(using).select_for_update()
+                       .values_list("secret", flat=True).get(pk=self.pk))
+            if seconds:
+                self.previous_secret = current
+                self.previous_secret_expires = now + timedelta(seconds=seconds)
+            else:
+                self.previous_secret, self.previous_secret_expires = "", None
+            self.secret = generate_secret()
+            self.save(using=using, update_fields=fields)
         return self.secret
 
     def signing_secrets(self, now=None):
@@ -202,10 +265,12 @@ class DeliveryQuerySet(models.QuerySet):
         """Deliveries that will not be attempted again unless replayed."""
         return self.exclude(status=Delivery.Status.PENDING)
 
-    def due(self, now):
-        """Pending deliveries whose next attempt is due and that no worker holds."""
+    def due(self, now=None):
+        """Pending deliveries whose next attempt is due and that no live claim holds, by the
+        database's clock (or at ``now``)."""
+        now = DatabaseNow() if now is None else now
         return self.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now).filter(
-            models.Q(locked_until__isnull=True) | models.Q(locked_until__lt=now)
+            models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=now)
         )
 
 
@@ -225,7 +290,11 @@ class Delivery(TimeStampedModel):
         verbose_name=_("webhook target"),
     )
     event = models.CharField(_("event"), max_length=128)
-    payload = models.JSONField(_("payload"), default=dict)
+    payload_json = models.TextField(
+        _("payload"), db_column="payload", default="{}",
+        help_text=_("The data as sent: the JSON text the hook's return value was encoded to "
+                    "when it was called."),
+    )
     hash_value = models.CharField(
         _("message id"),
         max_length=64,
@@ -243,13 +312,14 @@ class Delivery(TimeStampedModel):
         _("reason"), max_length=255, blank=True, default="",
         help_text=_("Why the delivery is in its status: the retry scheduled, or why it stopped."),
     )
-    locked_by = models.CharField(
+    claimed_by = models.CharField(
         _("claimed by"), max_length=255, blank=True, default="",
-        help_text=_("The worker sending it now."),
+        help_text=_("The worker (or process) sending it now."),
     )
-    locked_until = models.DateTimeField(
+    claimed_until = models.DateTimeField(
         _("claimed until"), null=True, blank=True,
-        help_text=_("When the worker's claim expires and another worker may take it."),
+        help_text=_("When the claim expires unless its worker renews it; another worker may "
+                    "take it then."),
     )
 
     objects = DeliveryQuerySet.as_manager()
@@ -271,7 +341,10 @@ class Delivery(TimeStampedModel):
         # the many succeeded rows stay out of.
         indexes = [
             # Workers look only at pending rows, in the order they claim them (due time,
-            # then id), so a claim reads a few index entries, not every due row.
+            # then id), so a claim reads a few index entries, not every due row. MySQL and
+            # MariaDB have no partial indexes: Django makes this one whole there, and it
+            # serves claims just as well, because only pending deliveries have a
+            # next_attempt_at; the others' NULLs lie outside the range a claim reads.
             models.Index(
                 fields=["next_attempt_at", "id"],
                 condition=models.Q(status="pending"),
@@ -288,6 +361,20 @@ class Delivery(TimeStampedModel):
 
     def __str__(self):
         return f"{self.event} {self.hash_value} ({self.status})"
+
+    @property
+    def payload(self):
+        """The data the hook returned (the envelope's ``data``), read from ``payload_json``."""
+        cached = self.__dict__.get("_payload")
+        if cached is None or cached[0] is not self.payload_json:
+            cached = self.__dict__["_payload"] = (self.payload_json,
+                                                  json.loads(self.payload_json))
+        return cached[1]
+
+    @payload.setter
+    def payload(self, value):
+        self.payload_json = json.dumps(value, cls=DjangoJSONEncoder, ensure_ascii=False,
+                                       separators=(",", ":"))
 
 
 class DeliveryAttempt(models.Model):
@@ -321,3 +408,37 @@ class DeliveryAttempt(models.Model):
     def __str__(self):
         outcome = self.response_status or self.notification or "error"
         return f"attempt {self.attempt}: {outcome}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker process that is sending (or sent) deliveries, and when it was last seen.
+
+    A worker writes its row when it starts and again at every heartbeat, when it renews its
+    claims; ``last_seen`` is the database's clock. A row whose ``last_seen`` is old belongs
+    to a worker that stopped (``stopped_at``) or died.
+    """
+
+    claimant = models.CharField(
+        _("claimant"), max_length=255, unique=True,
+        help_text=_("The name on the deliveries it claims (Delivery.claimed_by)."),
+    )
+    worker_id = models.CharField(_("worker"), max_length=255,
+                                 help_text=_("The --worker-id: host:pid unless given."))
+    hostname = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("process id"))
+    concurrency = models.PositiveIntegerField(_("concurrency"))
+    started_at = models.DateTimeField(_("started"))
+    last_seen = models.DateTimeField(_("last seen"), db_index=True)
+    stopped_at = models.DateTimeField(_("stopped"), null=True, blank=True)
+    handled = models.PositiveBigIntegerField(
+        _("deliveries handled"), default=0,
+        help_text=_("Deliveries it took to the end: sent, or finished without a request."),
+    )
+
+    class Meta:
+        verbose_name = _("worker heartbeat")
+        verbose_name_plural = _("worker heartbeats")
+        ordering = ["-last_seen"]
+
+    def __str__(self):
+        return self.claimant

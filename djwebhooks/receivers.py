@@ -16,19 +16,25 @@ from numbers import Real
 from asgiref.sync import iscoroutinefunction
 from django.core.cache import caches
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponseBadRequest, QueryDict
+from django.http import HttpResponse, HttpResponseBadRequest, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
 from djwebhooks import signing
-from djwebhooks.exceptions import ReplayedWebhookError, SignatureVerificationError
-from djwebhooks.senders.base import FORM
+from djwebhooks.encoding import FORM
+from djwebhooks.exceptions import SignatureVerificationError
 
 #: The headers every Standard Webhooks request carries, in the order they are checked.
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 #: Prefix of the cache keys that remember received webhook-ids.
 CACHE_KEY_PREFIX = "djwebhooks:received:"
+#: The states of a remembered webhook-id: the view is running, or it answered 2xx.
+PROCESSING, DONE = "processing", "done"
+#: The seconds a repeat that arrives while its id is being processed is asked to wait.
+BUSY_RETRY_AFTER = 5
+
+logger = logging.getLogger(__name__)
 
 
 @sensitive_variables("secret", "secrets")
@@ -59,6 +65,11 @@ def webhook_receiver(secret, *, tolerance=signing.DEFAULT_TOLERANCE, replay_prot
     The view is called as ``view(request, webhook, *args, **kwargs)`` with the envelope.
     ``secret`` is a string, a list of strings, or a callable ``(request, *args, **kwargs)``
     returning either. A request that does not verify gets a 400 response saying why.
+
+    With ``replay_protection``, a verified request whose ``webhook-id`` this path accepted
+    before (the view answered 2xx) gets a 200 without the view running again, and one that
+    arrives while the view is still processing that id gets a 409 with ``Retry-After``. The
+    ids are kept in the ``cache_alias`` cache for twice the ``tolerance``.
     """
     _check_options(secret, tolerance)
 
@@ -75,16 +86,19 @@ def webhook_receiver(secret, *, tolerance=signing.DEFAULT_TOLERANCE, replay_prot
             secrets = secret(request, *args, **kwargs) if callable(secret) else secret
             try:
                 webhook = verify_webhook(request, secrets, tolerance=tolerance)
-                if replay_protection:
-                    key = _remember(request, _webhook_id(request), tolerance, cache_alias)
             except (SignatureVerificationError, RequestDataTooBig) as exc:
                 # A body over DATA_UPLOAD_MAX_MEMORY_SIZE too: answered here, it cannot
                 # reach Django's debug page (see _refuse).
                 return _refuse(request, exc)
             if not replay_protection:
                 return view(request, webhook, *args, **kwargs)
-            return _call_and_release_on_failure(view, key, cache_alias, request, webhook,
-                                                *args, **kwargs)
+            # Only now, once the request is known to be the sender's, is the cache consulted.
+            msg_id = _webhook_id(request)
+            key, state = _claim(request, msg_id, tolerance, cache_alias)
+            if key is None:
+                return _answer_repeat(request, msg_id, state)
+            return _call_and_record(view, key, tolerance, cache_alias, request, webhook,
+                                    *args, **kwargs)
 
         return csrf_exempt(require_POST(receiver))
 
@@ -185,36 +199,80 @@ def _webhook_id(request):
     return request.headers["webhook-id"].strip()
 
 
-def _remember(request, msg_id, tolerance, cache_alias):
-    """Note that ``msg_id`` arrived at this path; raise ``ReplayedWebhookError`` if it had.
+def _claim(request, msg_id, tolerance, cache_alias):
+    """Claim ``msg_id`` at this path for this request, or return why it cannot be claimed.
 
-    Returns the cache key. A timestamp verifies while it is within ``tolerance`` of the
-    clock, so a request first accepted at the earliest moment its timestamp allowed can be
-    replayed until 2 x ``tolerance`` later, and no longer: that is how long the id is kept
-    (plus a second for the rounding of timestamps).
+    Returns ``(key, None)`` when the id is now marked as being processed here, so the view
+    may run; otherwise ``(None, state)``, ``DONE`` if it was accepted here before and
+    ``PROCESSING`` if another request holds it now. Only one request can claim an id:
+    ``cache.add`` stores a key only if it is absent.
+
+    A timestamp verifies while it is within ``tolerance`` of the clock, so a request first
+    accepted at the earliest moment its timestamp allowed can be replayed until 2 x
+    ``tolerance`` later, and no longer: that is how long the id is kept (plus a second for
+    the rounding of timestamps).
     """
     # Keyed by path as well: one message goes to every target of its event with the same
     # id, and two of them may be served here. Not by query string, which an attacker could
     # vary freely to get a replay through.
     digest = hashlib.sha256(f"{request.path}\n{msg_id}".encode()).hexdigest()
     key = CACHE_KEY_PREFIX + digest
-    if not caches[cache_alias].add(key, True, timeout=2 * tolerance + 1):
-        raise ReplayedWebhookError(
-            f"The webhook-id {_shorten(msg_id)} was already received here; a repeated "
-            "delivery is refused."
-        )
-    return key
+    cache = caches[cache_alias]
+    state = None
+    for _ in range(2):  # the key may expire, or be released, between add() and get()
+        if cache.add(key, PROCESSING, timeout=_keep_for(tolerance)):
+            return key, None
+        state = cache.get(key)
+        if state is not None:
+            break
+    return None, DONE if state == DONE else PROCESSING
 
 
-def _call_and_release_on_failure(view, key, cache_alias, request, *args, **kwargs):
-    """Call the view; forget the webhook-id unless it answered 2xx, so a retry is taken."""
+def _keep_for(tolerance):
+    """How long, in seconds, a webhook-id is remembered (see ``_claim``)."""
+    return 2 * tolerance + 1
+
+
+def _call_and_record(view, key, tolerance, cache_alias, request, *args, **kwargs):
+    """Call the view; mark the webhook-id done if it answered 2xx, else forget it.
+
+    Forgotten, the id is processed again when the sender retries. Marked done, it is kept
+    for the whole period again from now, which covers every replay of the request.
+    """
+    cache = caches[cache_alias]
     try:
         response = view(request, *args, **kwargs)
     except BaseException:
-        caches[cache_alias].delete(key)
+        cache.delete(key)
         raise
-    if not 200 <= response.status_code < 300:
-        caches[cache_alias].delete(key)
+    if 200 <= response.status_code < 300:
+        cache.set(key, DONE, timeout=_keep_for(tolerance))
+    else:
+        cache.delete(key)
+    return response
+
+
+def _answer_repeat(request, msg_id, state):
+    """Answer a verified request whose webhook-id this path has claimed, without the view.
+
+    Accepted before: 200, so the sender, which did not see the first answer, stops
+    retrying. Still being processed: 409 and ``Retry-After``, since the first request may
+    yet fail, and a 2xx now would lose the message.
+    """
+    shown = _shorten(msg_id)
+    if state == DONE:
+        logger.info("Webhook %s at %s was already received; answered 200 without calling "
+                    "the view.", shown, request.path)
+        return HttpResponse(f"The webhook-id {shown} was already received here.\n",
+                            content_type="text/plain; charset=utf-8")
+    logger.info("Webhook %s at %s is still being processed; answered 409.", shown,
+                request.path)
+    response = HttpResponse(
+        f"The webhook-id {shown} is still being processed here; try again in "
+        f"{BUSY_RETRY_AFTER} seconds.\n",
+        status=409, content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(BUSY_RETRY_AFTER)
     return response
 
 

@@ -5,6 +5,7 @@ injectable source of randomness, so every schedule can be tested without waiting
 """
 
 import random as _random
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -70,20 +71,36 @@ class RetryPolicy:
         if asked is not None and min(asked, self.retry_after_max) > delay:
             # The receiver asked for longer than the schedule: its wish decides.
             delay = min(asked, self.retry_after_max)
-            why = f"Retry-After {retry_after.strip()}"
+            why = f"Retry-After {_shorten(retry_after.strip())}"
         return RetryDecision(now + timedelta(seconds=delay),
                              f"attempt {attempt + 1} of {self.max_attempts}: {why}")
 
 
+#: Delay-seconds as RFC 9110 writes them: ASCII digits only (``str.isdigit()`` also takes
+#: "²" and other digits ``float()`` refuses). Twelve are more than any cap needs.
+_DELAY_SECONDS = re.compile(r"[0-9]{1,12}")
+#: The longest HTTP date worth parsing ("Wednesday, 09-Nov-1994 08:49:37 GMT" is 37).
+_LONGEST_DATE = 64
+
+
 def parse_retry_after(value, now):
-    """Return the seconds a ``Retry-After`` value asks for (delta or HTTP date), or None."""
+    """Return the seconds a ``Retry-After`` value asks for (delay-seconds or an HTTP date),
+    or None when it cannot be read. Never raises: the value comes from the receiver."""
+    if not isinstance(value, str):
+        return None
     value = value.strip()
-    if value.isdigit():
+    if _DELAY_SECONDS.fullmatch(value):
         return float(value)
+    if not value or len(value) > _LONGEST_DATE or not value.isascii():
+        return None
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return max(0.0, (moment - now).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return max(0.0, (moment - now).total_seconds())
+
+
+def _shorten(text, limit=40):
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -16,6 +16,9 @@ from djwebhooks.models import WebhookTarget
 
 logger = logging.getLogger(__name__)
 
+#: Targets rotated per transaction: each batch's rows are locked only while it runs.
+BATCH_SIZE = 500
+
 
 @dataclass(frozen=True)
 class Rotation:
@@ -47,26 +50,30 @@ def rotate_secrets(targets, grace=None, *, force=False, dry_run=False, now=None)
 
     A target still in the grace period of an earlier rotation is skipped unless ``force``
     (or ``grace`` is 0): rotating it again would end that period at once, and receivers
-    still using the secret from before it would start refusing requests. The rows are
-    locked while they are rotated, so two rotations at once do not interleave.
+    still using the secret from before it would start refusing requests. Targets are
+    rotated ``BATCH_SIZE`` at a time, each batch in a transaction that locks its rows, so
+    rotating every target holds no lock for long, and two rotations at once do not
+    interleave.
     """
     seconds = grace_seconds(grace)
     now = now or timezone.now()
     until = now + timedelta(seconds=seconds) if seconds else None
+    using = router.db_for_write(WebhookTarget)
+    ids = list(targets.order_by("pk").values_list("pk", flat=True))
     results = []
-    with transaction.atomic(using=router.db_for_write(WebhookTarget)):
-        rows = WebhookTarget.objects.select_for_update().filter(
-            pk__in=targets.values("pk")
-        ).order_by("pk")
-        for target in rows:
-            in_grace = len(target.signing_secrets(now)) > 1
-            if in_grace and seconds and not force:
-                results.append(Rotation(target, True, target.previous_secret_expires))
-                continue
-            if not dry_run:
-                target.rotate_secret(seconds, now=now)
-                logger.info("Rotated the signing secret of webhook target %s; the previous "
-                            "one is valid until %s.", target.pk,
-                            until.isoformat() if until else "now (no grace period)")
-            results.append(Rotation(target, False, until))
+    for start in range(0, len(ids), BATCH_SIZE):
+        with transaction.atomic(using=using):
+            rows = WebhookTarget.objects.using(using).select_for_update().filter(
+                pk__in=ids[start:start + BATCH_SIZE]).order_by("pk")
+            for target in rows:
+                in_grace = len(target.signing_secrets(now)) > 1
+                if in_grace and seconds and not force:
+                    results.append(Rotation(target, True, target.previous_secret_expires))
+                    continue
+                if not dry_run:
+                    target.rotate_secret(seconds, now=now)
+                    logger.info("Rotated the signing secret of webhook target %s; the "
+                                "previous one is valid until %s.", target.pk,
+                                until.isoformat() if until else "now (no grace period)")
+                results.append(Rotation(target, False, until))
     return results

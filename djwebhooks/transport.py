@@ -3,13 +3,18 @@
 Pure code: no Django, no models. Everything above this module sees our own
 ``DeliveryTimeout`` / ``DeliveryConnectionError`` / ``DeliveryRefused`` / ``DeliveryError``,
 never requests'. Every connection is opened to an address ``ssrf`` has checked, and every
-request has a total deadline on top of the socket timeouts.
+request has a total deadline on top of the socket timeouts, from the DNS lookup to the last
+byte read.
 """
 
+import concurrent.futures
 import contextlib
 import heapq
+import http.client
 import http.cookiejar
 import itertools
+import os
+import queue
 import socket
 import threading
 import time
@@ -36,6 +41,10 @@ _local = threading.local()
 _override = None
 #: The deadline of a request when none is given.
 DEFAULT_TOTAL_TIMEOUT = 30.0
+#: The most informational (1xx) responses a receiver may send before its answer.
+MAX_INFORMATIONAL_RESPONSES = 10
+#: The most threads looking names up at once; further lookups wait for one of them.
+RESOLVER_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -57,11 +66,49 @@ class Response:
 class _Deadline:
     """The end of one request's time; its sockets are shut down when it passes."""
 
-    def __init__(self, at):
-        self.at = at
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
         self.sockets = []
         self.expired = False
         self.finished = False
+        self._lock = threading.Lock()
+
+    def left(self):
+        """Seconds until the deadline; 0 once it has passed."""
+        return max(0.0, self.at - time.monotonic())
+
+    def passed(self):
+        """True once the deadline has passed, whether or not the watchdog has seen it."""
+        return self.expired or time.monotonic() >= self.at
+
+    def error(self):
+        """The ``DeliveryTimeout`` of a request that ran out of time."""
+        return DeliveryTimeout(
+            f"The request took longer than its total deadline ({self.seconds:g} s).")
+
+    def watch(self, sock):
+        """Shut ``sock`` down when the deadline passes. Returns False, having shut it down
+        already, when the deadline has passed: the watchdog may have come and gone."""
+        with self._lock:
+            self.sockets.append(sock)
+            if self.expired or time.monotonic() >= self.at:
+                self.expired = True
+                _shut_down(sock)
+                return False
+        return True
+
+    def expire(self):
+        """Mark the deadline passed and shut down every socket watched (the watchdog's)."""
+        with self._lock:
+            self.expired = True
+            for sock in self.sockets:
+                _shut_down(sock)
+
+
+def _shut_down(sock):
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Watchdog:
@@ -74,7 +121,7 @@ class _Watchdog:
         self._thread = None
 
     def start(self, seconds):
-        deadline = _Deadline(time.monotonic() + seconds)
+        deadline = _Deadline(seconds)
         with self._changed:
             heap = self._heap
             while heap and heap[0][2].finished:
@@ -109,14 +156,106 @@ class _Watchdog:
                     self._changed.wait(wait)
                     continue
                 deadline = heapq.heappop(self._heap)[2]
-                deadline.expired = True
-                sockets = list(deadline.sockets)
-            for sock in sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            deadline.expire()
 
 
 _watchdog = _Watchdog()
+
+
+class _ResolverPool:
+    """A few daemon threads that look names up, so that a lookup can be waited for at most
+    the time a request has left: ``getaddrinfo`` takes no timeout, and blocks for as long
+    as the system's resolver keeps retrying. A lookup given up on finishes on its thread,
+    and its answer is dropped; one still queued is not made at all."""
+
+    def __init__(self, size):
+        self.size = size
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            # A child process has none of its parent's threads; it starts its own.
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self):
+        self._lock = threading.Lock()
+        self._jobs = queue.SimpleQueue()
+        self._threads = 0  # started
+        self._idle = 0  # waiting for a job that no submit has counted on them for
+        self._backlog = 0  # queued while every thread was busy
+
+    def submit(self, function, *args):
+        """Run ``function(*args)`` on a pool thread; return its ``Future``."""
+        future = concurrent.futures.Future()
+        with self._lock:
+            self._jobs.put((future, function, args))
+            if self._idle:
+                self._idle -= 1
+            elif self._threads < self.size:
+                self._threads += 1
+                threading.Thread(target=self._work, args=(self._jobs,),
+                                 name="djwebhooks-resolver", daemon=True).start()
+            else:
+                self._backlog += 1
+        return future
+
+    def _work(self, jobs):
+        while True:
+            self._run(*jobs.get())
+            with self._lock:
+                if self._backlog:
+                    self._backlog -= 1
+                else:
+                    self._idle += 1
+
+    @staticmethod
+    def _run(future, function, args):
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled while queued: its request has stopped waiting
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
+_resolvers = _ResolverPool(RESOLVER_THREADS)
+
+
+def _resolve(host, port, policy, deadline):
+    """``ssrf.resolve``, waiting for the DNS lookup at most the time the request has left."""
+    if deadline is None or ssrf.ip_literal(host) is not None:
+        return ssrf.resolve(host, port, policy)  # nothing to look up, or no deadline
+    if deadline.passed():
+        raise deadline.error()
+    future = _resolvers.submit(ssrf.resolve, host, port, policy)
+    done, _ = concurrent.futures.wait((future,), timeout=deadline.left())
+    if not done:
+        future.cancel()
+        raise DeliveryTimeout(f"The DNS lookup of {host} did not finish within the "
+                              f"request's total deadline ({deadline.seconds:g} s).")
+    return future.result()
+
+
+class _FinalResponse(http.client.HTTPResponse):
+    """``http.client``'s response, reading past informational (1xx) responses to the answer.
+
+    ``http.client`` skips ``100 Continue`` only, so a ``103 Early Hints`` would be taken for
+    the answer. ``101 Switching Protocols`` ends the exchange, and is returned (as a
+    failure: no upgrade is ever asked for).
+    """
+
+    def _read_status(self):
+        skipped = 0
+        while True:
+            version, status, reason = super()._read_status()
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            if skipped == MAX_INFORMATIONAL_RESPONSES:
+                raise DeliveryError(
+                    f"The receiver sent more than {MAX_INFORMATIONAL_RESPONSES} "
+                    "informational (1xx) responses without a final one.")
+            http.client.parse_headers(self.fp)  # read and discarded
+            skipped += 1
 
 
 def _current():
@@ -125,42 +264,63 @@ def _current():
 
 
 class GuardedHTTPConnection(HTTPConnection):
-    """An ``HTTPConnection`` that connects only to addresses the URL policy allows."""
+    """An ``HTTPConnection`` that connects only to addresses the URL policy allows, within
+    the request's deadline, and reads past informational responses."""
+
+    response_class = _FinalResponse
 
     def _new_conn(self):
         policy, deadline = _current()
         try:
-            addresses = ssrf.resolve(self._dns_host, self.port, policy)
+            addresses = _resolve(self._dns_host, self.port, policy, deadline)
         except ssrf.TargetURLRefused as exc:
             raise DeliveryRefused(str(exc)) from None
         except socket.gaierror as exc:
             raise urllib3.exceptions.NameResolutionError(self.host, self, exc) from exc
         error = None
         for address in addresses:
+            timeout = self.timeout
+            if deadline is not None:
+                if deadline.passed():
+                    raise deadline.error()
+                timeout = self._time_left(deadline)
             try:
                 # The vetted address itself is connected to, never the name again.
                 sock = urllib3_connection.create_connection(
-                    (str(address), self.port), self.timeout,
+                    (str(address), self.port), timeout,
                     source_address=self.source_address, socket_options=self.socket_options,
                 )
             except TimeoutError as exc:
                 raise urllib3.exceptions.ConnectTimeoutError(
                     self, f"Connection to {self.host} timed out. (connect timeout="
-                    f"{self.timeout})") from exc
+                    f"{timeout})") from exc
             except OSError as exc:
                 error = exc
                 continue
             if deadline is not None:
-                deadline.sockets.append(sock)
+                # Python bounds a TLS handshake as a whole by the socket's timeout (and the
+                # TLS wrapper detaches this socket, so the watchdog cannot shut it down
+                # then): cut that to the time left too.
+                sock.settimeout(self._time_left(deadline))
+                if not deadline.watch(sock):
+                    sock.close()
+                    raise deadline.error()
             return sock
         raise urllib3.exceptions.NewConnectionError(
             self, f"Failed to establish a new connection: {error}") from error
 
+    def _time_left(self, deadline):
+        """The connect timeout, cut to the time the request has left (all of it when there
+        is no connect timeout: None, or urllib3's default)."""
+        left = deadline.left()
+        return min(self.timeout, left) if isinstance(self.timeout, (int, float)) else left
+
     def request(self, *args, **kwargs):
-        # A connection reused from the pool: watch its socket for this request's deadline.
+        # A connection reused from the pool, or an HTTPS one, connected before its request:
+        # watch its socket for this request's deadline.
         _, deadline = _current()
-        if deadline is not None and self.sock is not None:
-            deadline.sockets.append(self.sock)
+        if deadline is not None and self.sock is not None and not deadline.watch(self.sock):
+            raise deadline.error()
         return super().request(*args, **kwargs)
 
 
@@ -286,11 +446,11 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     except DeliveryError:
         raise
     except Exception as exc:
-        if deadline.expired:
-            raise DeliveryTimeout(
-                f"The request took longer than its total deadline ({total_timeout:g} s)."
-            ) from exc
         mapped = _map_error(exc)
+        # Cut off by the watchdog, or failed as the deadline passed (the connect timeout is
+        # cut to the time left, and may end before the watchdog wakes).
+        if deadline.expired or (mapped is not exc and deadline.passed()):
+            raise deadline.error() from exc
         if mapped is exc:
             raise  # not a transport error: a bug, let it show as it is
         raise mapped from exc

@@ -1,104 +1,43 @@
 """The database worker: claim due deliveries, send them on a pool of threads, repeat.
 
 Claiming is a short transaction (``SELECT ... FOR UPDATE SKIP LOCKED`` where the database
-has it) that stamps each row with the worker's id and a lease; the HTTP requests happen
-outside any transaction. A delivery whose worker died is claimed again when its lease
-expires, so nothing is lost; a message sent twice carries the same ``webhook-id``.
+has it) that stamps each row with the worker's claimant name and a lease; the HTTP
+requests happen outside any transaction. While it runs, the worker renews the claims it
+holds at every heartbeat, so the lease can be short: the deliveries of a worker that died
+are due again within one lease. A request is never started unless the claim outlasts its
+deadline. The steps themselves (prepare, send, record) are the sending path's; this
+module only batches them across threads.
 """
 
 import collections
 import logging
 import os
-import queue
+import queue as queues
+import secrets
 import socket
 import threading
 import time
-from datetime import timedelta
 
-from django.db import DatabaseError, close_old_connections, connections, router, transaction
-from django.utils import timezone
+from django.db import DatabaseError, close_old_connections, connections
 
-from djwebhooks import conf, transport
-from djwebhooks.delivery import prepare, record_attempts, serialized
-from djwebhooks.models import Delivery
-from djwebhooks.senders.base import AttemptResult
+from djwebhooks import _sql, conf, queue, sending, transport
+from djwebhooks.exceptions import WebhookImproperlyConfigured
+from djwebhooks.models import DatabaseNow, Delivery, WorkerHeartbeat
+from djwebhooks.senders.orm import DjangoSenderable
 
 logger = logging.getLogger("djwebhooks.worker")
 
+#: How many database errors in a row a ``burst`` worker takes before it gives up.
+BURST_DATABASE_ERRORS = 5
+#: Failing targets remembered at most (those with nothing in flight are forgotten first).
+FAILING_TARGETS_KEPT = 10_000
+#: Heartbeat rows of workers not seen for this long are deleted when a worker starts.
+HEARTBEAT_RETENTION = 86400
+
 
 def default_worker_id():
-    """Return ``host:pid``, which names this process in ``Delivery.locked_by``."""
+    """Return ``host:pid``, which names this process."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def claim(worker_id, *, limit, ids=None, now=None, lease=None, exclude_targets=()):
-    """Claim up to ``limit`` due deliveries (among ``ids`` if given) and return their ids.
-
-    Rows locked by another transaction are skipped, not waited for; a row whose lease has
-    expired counts as due again. Deliveries to ``exclude_targets`` (target ids) are left
-    for later.
-    """
-    now = now or timezone.now()
-    lease = conf.get_seconds("LEASE") if lease is None else lease
-    until = now + timedelta(seconds=lease)
-    using = router.db_for_write(Delivery)
-    due = Delivery.objects.using(using).due(now)
-    if ids is not None:
-        due = due.filter(pk__in=ids)
-    if exclude_targets:
-        due = due.exclude(webhook_target_id__in=list(exclude_targets))
-    due = due.order_by("next_attempt_at", "pk")
-    sqlite = connections[using].vendor == "sqlite"
-    if sqlite:
-        # Read before the transaction: SQLite cannot turn a reading transaction into a
-        # writing one while another connection writes, but it waits to start a write.
-        with serialized(using):
-            candidates = list(due.values_list("pk", flat=True)[:limit])
-        if not candidates:
-            return []
-    if connections[using].vendor == "postgresql":
-        return _claim_returning(due, limit, worker_id, until, using)
-    with serialized(using), transaction.atomic(using=using):
-        if not sqlite:
-            if connections[using].features.has_select_for_update_skip_locked:
-                due = due.select_for_update(skip_locked=True)
-            candidates = list(due.values_list("pk", flat=True)[:limit])
-            if not candidates:
-                return []
-        # The UPDATE checks the conditions again, so two workers on a database without
-        # SKIP LOCKED (or with SQLite's read outside the transaction) cannot both take a row.
-        Delivery.objects.using(using).due(now).filter(pk__in=candidates).update(
-            locked_by=worker_id, locked_until=until
-        )
-        return list(
-            Delivery.objects.using(using)
-            .filter(pk__in=candidates, locked_by=worker_id, locked_until=until)
-            .order_by("next_attempt_at", "pk")
-            .values_list("pk", flat=True)
-        )
-
-
-def _claim_returning(due, limit, worker_id, until, using):
-    """Claim in one statement, ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)
-    RETURNING``, where the database has it (PostgreSQL): the claim is on the hot path."""
-    connection = connections[using]
-    quote = connection.ops.quote_name
-    meta = Delivery._meta
-    with transaction.atomic(using=using):
-        inner = due.select_for_update(skip_locked=True).values("pk")[:limit]
-        inner_sql, inner_params = inner.query.get_compiler(using).as_sql()
-        pk = quote(meta.pk.column)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {quote(meta.db_table)} "
-                f"SET {quote(meta.get_field('locked_by').column)} = %s, "
-                f"{quote(meta.get_field('locked_until').column)} = %s "
-                f"WHERE {pk} IN ({inner_sql}) "
-                f"RETURNING {pk}, {quote(meta.get_field('next_attempt_at').column)}",
-                [worker_id, until, *inner_params],
-            )
-            rows = cursor.fetchall()
-    return [pk for pk, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
 
 
 class Worker:
@@ -108,21 +47,31 @@ class Worker:
     ``stop()`` (from a signal handler, say) lets in-flight deliveries finish, then stops.
     The threads only make HTTP requests, each with its own session. A target whose last
     attempt failed gets one thread at most until it answers again, so an endpoint that is
-    down or slow cannot take every thread. All database work (claiming, loading, recording
-    results in batches) happens in the thread that called ``run()``, on one connection.
+    down or slow cannot take every thread. All database work (claiming, renewing, loading,
+    recording results in batches) happens in the thread that called ``run()``, on one
+    connection.
     """
 
     def __init__(self, *, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
-                 worker_id=None, lease=None, clock=timezone.now):
+                 worker_id=None, lease=None):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        total = conf.get_seconds("TOTAL_TIMEOUT")
+        if lease is not None and lease < conf.shortest_lease(total):
+            raise ValueError(
+                f"lease must be at least {conf.shortest_lease(total):g} seconds with "
+                f"TOTAL_TIMEOUT {total:g}: a request starts only while its claim outlasts "
+                "its deadline."
+            )
         self.concurrency = concurrency
         self.interval = interval
         self.burst = burst
         self.max_deliveries = max_deliveries
         self.worker_id = worker_id or default_worker_id()
+        #: The name on the deliveries this run claims: the worker id and a random part,
+        #: so that no other run (a restarted worker with the same id) shares its claims.
+        self.claimant = f"{self.worker_id}:{secrets.token_hex(4)}"[-255:]
         self.lease = lease
-        self.clock = clock
         #: The fewest and the most deliveries held claimed (being sent, or queued for the
         #: threads); between the two, what the threads send in ``claim_ahead`` seconds.
         self.min_batch = max(16, 2 * concurrency)
@@ -136,11 +85,15 @@ class Worker:
         self._in_flight = 0
         self._stopping = False
         self._results = []
+        #: Claimed deliveries not yet recorded nor given back: id -> monotonic expiry.
+        self._held = {}
+        self._lost = set()  # held ids whose claim a renewal did not find any more
         self._targets_in_flight = collections.Counter()
         self._sending = collections.Counter()
-        self._failing_targets = set()
+        self._failing = collections.OrderedDict()  # target id -> True, oldest first
         self._changed = threading.Condition()
-        self._queue = queue.SimpleQueue()
+        self._queue = queues.SimpleQueue()
+        self._next_beat = 0.0
 
     def stop(self):
         """Claim nothing more; finish what is in flight, then return from ``run()``."""
@@ -148,8 +101,18 @@ class Worker:
             self._stopping = True
             self._changed.notify_all()
 
+    @property
+    def lease_seconds(self):
+        return conf.get_seconds("LEASE") if self.lease is None else self.lease
+
     def run(self):
-        """Run until stopped; return the number of deliveries handled."""
+        """Run until stopped; return the number of deliveries handled.
+
+        Raises ``WebhookImproperlyConfigured`` when the tables do not exist, and, in
+        ``burst`` mode, the last ``DatabaseError`` once the database has failed
+        ``BURST_DATABASE_ERRORS`` times in a row.
+        """
+        check_tables()
         logger.info("Worker %s started (concurrency %s).", self.worker_id, self.concurrency)
         threads = [
             threading.Thread(target=self._send_loop, name=f"djwebhooks-{n}", daemon=True)
@@ -166,7 +129,12 @@ class Worker:
             for thread in threads:
                 thread.join()
             self._record()  # what finished while stopping
-            close_old_connections()
+            try:
+                self._beat(stopping=True)
+            except DatabaseError:
+                logger.exception("Worker %s could not write its last heartbeat.",
+                                 self.worker_id)
+            _close_old_connections()
         logger.info("Worker %s stopped after %s %s.", self.worker_id, self.processed,
                     "delivery" if self.processed == 1 else "deliveries")
         return self.processed
@@ -175,48 +143,43 @@ class Worker:
         failures = 0
         idle = True
         while True:
-            self._record()
-            with self._changed:
-                if self._stopping:
-                    return
-                # Claim ahead, so that no thread waits for the next claim and the database
-                # work is done in batches.
-                room = self.batch_size - self._in_flight
-            if self.max_deliveries is not None:
-                room = min(room, self.max_deliveries - self._claimed)
-                if room <= 0 and self._in_flight == 0:
-                    return
-            ids = []
-            if room > 0:
-                try:
+            try:
+                self._record()
+                if time.monotonic() >= self._next_beat:
+                    self._beat()
+                with self._changed:
+                    if self._stopping:
+                        return
+                    # Claim ahead, so that no thread waits for the next claim and the
+                    # database work is done in batches.
+                    room = self.batch_size - self._in_flight
+                if self.max_deliveries is not None:
+                    room = min(room, self.max_deliveries - self._claimed)
+                    if room <= 0 and self._in_flight == 0:
+                        return
+                ids = []
+                if room > 0:
                     if idle:
                         # As at the start of a request: drop a connection past its
                         # CONN_MAX_AGE or broken. While work flows, it is kept.
-                        close_old_connections()
-                    claimed_at = time.monotonic()
-                    ids = claim(self.worker_id, limit=room, now=self.clock(), lease=self.lease,
-                                exclude_targets=self._held_back())
-                    ready = prepare(ids, record=False, hold=self._holder()) if ids else []
-                except DatabaseError as exc:
-                    failures += 1
-                    pause = min(30.0, self.interval * 2 ** min(failures, 5))
-                    logger.error("Worker %s cannot reach the database (%s); trying again in "
-                                 "%.1f s.", self.worker_id, exc, pause)
-                    connections.close_all()
-                    self._pause(pause)
-                    continue
-                if failures:
-                    logger.warning("Worker %s: the database is back.", self.worker_id)
-                    failures = 0
-                idle = not ids
-                self._claimed += len(ids)
-                self.processed += len(ids) - len(ready)  # finished without a request
-                send_by = self._send_by(claimed_at)
-                with self._changed:
-                    self._in_flight += len(ready)
-                for delivery, sender in ready:
-                    self._targets_in_flight[delivery.webhook_target_id] += 1
-                    self._queue.put((delivery, sender, send_by))
+                        _close_old_connections()
+                    ids = self._claim(room)
+            except DatabaseError as exc:
+                failures += 1
+                if self.burst and failures >= BURST_DATABASE_ERRORS:
+                    logger.error("Worker %s: the database failed %s times in a row (%s); "
+                                 "giving up.", self.worker_id, failures, exc)
+                    raise
+                pause = min(30.0, self.interval * 2 ** min(failures, 5))
+                logger.error("Worker %s cannot reach the database (%s); trying again in "
+                             "%.1f s.", self.worker_id, exc, pause)
+                _close_all_connections()
+                self._pause(pause)
+                continue
+            if failures:
+                logger.warning("Worker %s: the database is back.", self.worker_id)
+                failures = 0
+            idle = not ids
             if not ids and self.burst:
                 with self._changed:
                     if self._in_flight == 0 and not self._results:
@@ -225,11 +188,83 @@ class Worker:
                 if self._stopping:
                     continue
                 if not ids and not self._in_flight and not self._results:
-                    self._changed.wait(self.interval)  # nothing due: poll again later
+                    # Nothing due: look again later (or at the next heartbeat).
+                    self._changed.wait(min(self.interval, self._until_beat()))
                 else:
                     # Let results gather until half the work in hand is done, so they are
                     # recorded, and more claimed, in batches; but not for long.
-                    self._changed.wait_for(self._enough_results, min(self.interval, 0.2))
+                    self._changed.wait_for(self._enough_results,
+                                           min(self.interval, 0.2, self._until_beat()))
+
+    def _claim(self, room):
+        """Claim up to ``room`` deliveries, prepare them and queue them for the threads."""
+        claim = queue.claim(self.claimant, limit=room, lease=self.lease_seconds,
+                            exclude_targets=self._held_back())
+        if not claim.ids:
+            return []
+        with self._changed:
+            for pk in claim.ids:
+                self._held[pk] = claim.expires
+        self._claimed += len(claim.ids)
+        try:
+            options = DjangoSenderable.settings_options()
+        except Exception:
+            options = None
+        hold = self._holder()
+        ready, failed = sending.prepare(queue.load(self.claimant, claim.ids),
+                                        claimant=self.claimant, options=options, hold=hold)
+        queued = {item.delivery.pk for item in ready} | {d.pk for d, _ in failed}
+        with self._changed:
+            for pk in claim.ids:
+                if pk not in queued:  # finished without a request, or given back
+                    self._held.pop(pk, None)
+            self._in_flight += len(ready)
+            # Failed before sending: recorded with the next batch of results.
+            self._results.extend(failed)
+            for item in ready:
+                self._targets_in_flight[item.delivery.webhook_target_id] += 1
+                self._queue.put(item)
+            for delivery, _ in failed:
+                self._targets_in_flight[delivery.webhook_target_id] += 1
+        # Given back for later, and claimed again then: not handled yet.
+        self._claimed -= len(hold.held)
+        self.processed += len(claim.ids) - len(queued) - len(hold.held)
+        return claim.ids
+
+    def _beat(self, stopping=False):
+        """Renew the claims held, and write this worker's heartbeat row."""
+        lease = self.lease_seconds
+        self._next_beat = time.monotonic() + conf.heartbeat_interval(lease)
+        with self._changed:
+            ids = [pk for pk in self._held if pk not in self._lost]
+        if ids and not stopping:
+            held, expires = queue.renew(self.claimant, ids, lease=lease)
+            with self._changed:
+                for pk in ids:
+                    if pk in held:
+                        if pk in self._held:
+                            self._held[pk] = expires
+                    else:
+                        self._lost.add(pk)
+            lost = len(ids) - len(held)
+            if lost:
+                logger.warning("Worker %s lost its claim on %s %s (expired, or finished "
+                               "elsewhere); they will not be sent from here.",
+                               self.worker_id, lost, "delivery" if lost == 1 else
+                               "deliveries")
+        rows = WorkerHeartbeat.objects.using(queue.database())
+        fields = {"last_seen": DatabaseNow(), "handled": self.processed}
+        if stopping:
+            fields["stopped_at"] = DatabaseNow()
+        if not rows.filter(claimant=self.claimant).update(**fields) and not stopping:
+            rows.filter(last_seen__lt=_sql.now_plus(-HEARTBEAT_RETENTION)).delete()
+            rows.create(claimant=self.claimant, worker_id=self.worker_id[:255],
+                        hostname=socket.gethostname()[:255], pid=os.getpid(),
+                        concurrency=self.concurrency, started_at=DatabaseNow(),
+                        last_seen=DatabaseNow(), handled=self.processed)
+
+    def _until_beat(self):
+        return max(0.01, self._next_beat - time.monotonic())
 
     @property
     def batch_size(self):
@@ -253,52 +288,69 @@ class Worker:
         done, pending = len(self._results), self._in_flight
         return self._stopping or pending == 0 or done >= max(1, (done + pending) // 2)
 
-    def _send_by(self, claimed_at):
-        """The monotonic time after which a delivery claimed at ``claimed_at`` is put back
-        instead of sent: its lease could end during the request, and another worker could
-        then send it too."""
-        lease = conf.get_seconds("LEASE") if self.lease is None else self.lease
-        request = conf.get_seconds("TOTAL_TIMEOUT") or 0.0
-        return claimed_at + lease - min(request, lease / 2)
-
     def _release_unsent(self):
         """Give back the claims of deliveries claimed ahead that no thread has started."""
         unsent = []
         while True:
             try:
                 unsent.append(self._queue.get_nowait())
-            except queue.Empty:
+            except queues.Empty:
                 break
         if not unsent:
             return
+        ids = [item.delivery.pk for item in unsent]
         with self._changed:
             self._in_flight -= len(unsent)
-        ids = [delivery.pk for delivery, _, _ in unsent]
+            for item in unsent:
+                self._forget(item.delivery)
         try:
-            Delivery.objects.filter(pk__in=ids, locked_by=self.worker_id).update(
-                locked_by="", locked_until=None
-            )
+            queue.release(self.claimant, ids)
         except DatabaseError:
             logger.exception("Worker %s could not give back %s claims; they expire with "
                              "their lease.", self.worker_id, len(ids))
 
+    def _forget(self, delivery):
+        """Stop tracking ``delivery`` (called with the lock held)."""
+        self._held.pop(delivery.pk, None)
+        self._lost.discard(delivery.pk)
+        target = delivery.webhook_target_id
+        self._targets_in_flight[target] -= 1
+        if self._targets_in_flight[target] <= 0:
+            del self._targets_in_flight[target]
+
     def _held_back(self):
         """Targets not to claim for now: failing ones that already have a delivery in flight."""
-        return {target for target in self._failing_targets
-                if self._targets_in_flight[target] > 0}
+        with self._changed:
+            return {target for target in self._failing if self._targets_in_flight[target] > 0}
 
     def _holder(self):
         """Return a ``hold`` for ``prepare``: one delivery at a time to a failing target."""
-        counts = collections.Counter(self._targets_in_flight)
+        with self._changed:
+            counts = collections.Counter(self._targets_in_flight)
+            failing = set(self._failing)
 
         def hold(delivery):
             target = delivery.webhook_target_id
-            if target in self._failing_targets and counts[target] >= 1:
+            if target in failing and counts[target] >= 1:
+                hold.held.append(delivery.pk)
                 return True
             counts[target] += 1
             return False
 
+        hold.held = []
         return hold
+
+    def _mark(self, target, failed):
+        """Remember whether ``target``'s last attempt failed (called with the lock held),
+        keeping at most ``FAILING_TARGETS_KEPT``: memory stays flat however many targets
+        the worker has sent to."""
+        if not failed:
+            self._failing.pop(target, None)
+            return
+        self._failing[target] = True
+        self._failing.move_to_end(target)
+        while len(self._failing) > FAILING_TARGETS_KEPT:
+            self._failing.popitem(last=False)
 
     def _pause(self, seconds):
         with self._changed:
@@ -309,62 +361,58 @@ class Worker:
         """Record the results the threads have handed back, in one batch."""
         with self._changed:
             finished, self._results = self._results, []
+            outcomes, given_back = [], []
             for delivery, result in finished:
-                target = delivery.webhook_target_id
-                self._targets_in_flight[target] -= 1
-                if not self._targets_in_flight[target]:
-                    del self._targets_in_flight[target]
-                if isinstance(result, AttemptResult):
-                    if result.success:
-                        self._failing_targets.discard(target)
-                    else:
-                        self._failing_targets.add(target)
+                lost = delivery.pk in self._lost
+                self._forget(delivery)
+                if result is _DEFERRED:
+                    given_back.append(delivery.pk)
+                elif result is _LOST:
+                    pass  # another worker holds it now: not ours to send or record
+                else:
+                    outcomes.append((delivery, result))
+                    self._mark(delivery.webhook_target_id, not result.success)
+                    if lost:
+                        logger.info("Delivery %s finished after its claim was lost.",
+                                    delivery.pk)
         self._measure(len(finished))
-        results = [(d, r) for d, r in finished if isinstance(r, AttemptResult)]
-        deferred = [d.pk for d, r in finished if r is _DEFERRED]
-        self.processed += len(finished) - len(results) - len(deferred)
-        self._claimed -= len(deferred)
+        self.processed += len(finished) - len(given_back)
+        self._claimed -= len(given_back)
         try:
-            if deferred:
-                # Put back, unclaimed, for when their failing target answers again.
-                Delivery.objects.filter(pk__in=deferred, locked_by=self.worker_id).update(
-                    locked_by="", locked_until=None
-                )
-            if results:
-                record_attempts(results)
+            # Put back, unclaimed, for when their failing target answers again (or a
+            # fresh claim can cover their request).
+            queue.release(self.claimant, given_back)
+            sending.record(self.claimant, outcomes)
         except DatabaseError:
             # The claims stay until their leases expire; then a worker sends them again.
             logger.exception("Worker %s could not record %s results.", self.worker_id,
-                             len(results))
-            connections.close_all()
-        self.processed += len(results)
+                             len(outcomes))
+            _close_all_connections()
 
     def _send_loop(self):
+        total = conf.get_seconds("TOTAL_TIMEOUT")
         try:
             while (item := self._queue.get()) is not None:
-                delivery, sender, send_by = item
+                delivery = item.delivery
                 target = delivery.webhook_target_id
                 with self._changed:
+                    if delivery.pk in self._lost:
+                        skip = _LOST
                     # Claimed ahead before its target began to fail: one at a time now.
-                    # Or waited so long in the queue that its lease could end mid-request.
-                    defer = (target in self._failing_targets and self._sending[target] > 0
-                             or time.monotonic() > send_by)
-                    if not defer:
+                    # Or its claim could end before the request's deadline: another
+                    # worker could then send it too.
+                    elif (target in self._failing and self._sending[target] > 0
+                          or self._held.get(delivery.pk, 0) - time.monotonic() < total):
+                        skip = _DEFERRED
+                    else:
+                        skip = None
                         self._sending[target] += 1
-                if defer:
-                    result = _DEFERRED
-                else:
-                    try:
-                        result = sender.send()
-                    except Exception:
-                        # Senders catch the receiver's failures; this is a bug. The claim
-                        # stays until its lease expires.
-                        logger.exception("Worker %s failed on delivery %s.", self.worker_id,
-                                         delivery.pk)
-                        result = None
+                result = skip or sending.send(item)
                 with self._changed:
-                    if not defer:
+                    if skip is None:
                         self._sending[target] -= 1
+                        if self._sending[target] <= 0:
+                            del self._sending[target]
                     self._results.append((delivery, result))
                     self._in_flight -= 1
                     # Wake the main thread only when it has enough to do: waking it for
@@ -373,7 +421,44 @@ class Worker:
                         self._changed.notify_all()
         finally:
             transport.close_session()
+            # A sender subclass may have queried the database from this thread; close what
+            # it opened, so the connection does not outlive the thread.
+            connections.close_all()
 
 
 #: A thread's answer for a delivery it put back instead of sending.
 _DEFERRED = object()
+#: A thread's answer for a delivery whose claim was lost before it was sent.
+_LOST = object()
+
+
+def check_tables():
+    """Raise ``WebhookImproperlyConfigured`` unless dj-webhooks' tables exist."""
+    using = queue.database()
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        tables = set(connection.introspection.table_names(cursor))
+    missing = [model._meta.db_table for model in (Delivery, WorkerHeartbeat)
+               if model._meta.db_table not in tables]
+    if missing:
+        raise WebhookImproperlyConfigured(
+            f"The dj-webhooks table{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"{'do' if len(missing) > 1 else 'does'} not exist in database {using!r}: run "
+            "'manage.py migrate'."
+        )
+
+
+def _in_atomic_block():
+    return connections[queue.database()].in_atomic_block
+
+
+def _close_old_connections():
+    # Inside an atomic block (a test's transaction) the connection must stay: closing it
+    # would end that transaction.
+    if not _in_atomic_block():
+        close_old_connections()
+
+
+def _close_all_connections():
+    if not _in_atomic_block():
+        connections.close_all()

@@ -1,5 +1,7 @@
 """A real HTTP receiver on 127.0.0.1 for wire-level tests, scriptable per request."""
 
+import contextlib
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -103,3 +105,70 @@ class Receiver:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+class RawReceiver:
+    """A TCP listener on 127.0.0.1 that hands each connection it accepts to
+    ``handle(connection)`` on a thread of its own: for receivers that break HTTP or TLS in
+    ways a real server will not. Connections are closed when the block ends."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.connections = []
+        self._stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def port(self):
+        return self.listener.getsockname()[1]
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            connection.settimeout(5)
+            self.connections.append(connection)
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection):
+        with contextlib.suppress(OSError):  # the client hung up, as it may
+            self.handle(connection)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def read_request(connection):
+    """Read one HTTP request (its head and a Content-Length body) from a raw connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body

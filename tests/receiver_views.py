@@ -10,6 +10,9 @@ SECRET = generate_secret()
 OTHER_SECRET = generate_secret()
 #: What the views were called with: (view name, webhook, kwargs).
 calls = []
+#: Functions that ``protected`` takes out of this list and calls with the request, one by
+#: one, before it answers: a test's way to act while a webhook is being processed.
+while_running = []
 
 
 @webhook_receiver(secret=SECRET)
@@ -22,6 +25,8 @@ def plain(request, webhook):
 def protected(request, webhook):
     """Answers the status in ``?status=`` (200 by default); raises with ``?raise=1``."""
     calls.append(("protected", webhook, {}))
+    while while_running:
+        while_running.pop(0)(request)
     if request.GET.get("raise"):
         raise RuntimeError("the view failed")
     return HttpResponse("ok", status=int(request.GET.get("status", 200)))

@@ -17,14 +17,19 @@ def run_checks():
         *djwebhooks_checks.check_events(),
         *djwebhooks_checks.check_backend(),
         *djwebhooks_checks.check_lease(),
+        *djwebhooks_checks.check_time_zone(),
     ]
 
 
 def test_checks_are_registered():
     registered = checks.registry.registry.get_checks()
     for check in (djwebhooks_checks.check_settings, djwebhooks_checks.check_events,
-                  djwebhooks_checks.check_backend, djwebhooks_checks.check_lease):
+                  djwebhooks_checks.check_backend, djwebhooks_checks.check_lease,
+                  djwebhooks_checks.check_time_zone):
         assert check in registered
+    database_checks = checks.registry.registry.get_checks(include_deployment_checks=True)
+    assert djwebhooks_checks.check_secrets in database_checks
+    assert checks.Tags.database in djwebhooks_checks.check_secrets.tags
 
 
 def ids(settings_value=None, debug=False, hooks=False):
@@ -121,10 +126,48 @@ def test_inline_backend_in_production():
     assert "djwebhooks.W001" not in ids({"EVENTS": ["a"]}, debug=True)
 
 
-def test_lease_shorter_than_the_timeouts():
-    assert "djwebhooks.W003" in ids({"EVENTS": ["a"], "LEASE": 20}, debug=True)
-    assert "djwebhooks.W003" not in ids({"EVENTS": ["a"], "LEASE": 21}, debug=True)
-    assert "djwebhooks.W003" not in ids({"EVENTS": ["a"], "LEASE": "bad"}, debug=True)
+def test_a_lease_too_short_for_any_request_to_start():
+    # A request starts only while its claim outlasts TOTAL_TIMEOUT, and claims are renewed
+    # every LEASE / 4 seconds (at most 5): 30 s needs a lease of at least 36 s.
+    assert "djwebhooks.E006" in ids({"EVENTS": ["a"], "LEASE": 35.9}, debug=True)
+    assert "djwebhooks.E006" not in ids({"EVENTS": ["a"], "LEASE": 36}, debug=True)
+    short = {"EVENTS": ["a"], "TOTAL_TIMEOUT": 0.5}
+    assert "djwebhooks.E006" in ids({**short, "LEASE": 1.9}, debug=True)
+    assert "djwebhooks.E006" not in ids({**short, "LEASE": 2}, debug=True)
+    assert "djwebhooks.E006" not in ids({"EVENTS": ["a"], "LEASE": "bad"}, debug=True)
+    with override_settings(DJWEBHOOKS={"EVENTS": ["a"], "LEASE": 30}):
+        [error] = djwebhooks_checks.check_lease()
+    assert "Make LEASE at least 36 seconds" in error.hint
+
+
+def test_use_tz_false_is_an_error():
+    with override_settings(USE_TZ=False):
+        [error] = djwebhooks_checks.check_time_zone()
+    assert error.id == "djwebhooks.E007"
+    assert "USE_TZ = True" in error.hint
+    assert djwebhooks_checks.check_time_zone() == []
+
+
+@pytest.mark.django_db
+def test_targets_whose_secret_cannot_sign_are_reported(user):
+    from djwebhooks.models import WebhookTarget
+
+    good = WebhookTarget.objects.create(owner=user, event="a", target_url="https://a.example/")
+    WebhookTarget.objects.filter(pk=good.pk).update(previous_secret="")
+    bad = [WebhookTarget.objects.create(owner=user, event="a",
+                                        target_url=f"https://{n}.example/")
+           for n in range(2)]
+    WebhookTarget.objects.filter(pk=bad[0].pk).update(secret="whsec_not base64!")
+    WebhookTarget.objects.filter(pk=bad[1].pk).update(previous_secret="whsec_")
+    assert djwebhooks_checks.check_secrets(databases=None) == []  # only with --database
+    [error] = djwebhooks_checks.check_secrets(databases=["default"])
+    assert error.id == "djwebhooks.E008"
+    assert error.msg.startswith("2 webhook targets have a signing secret that cannot sign "
+                                "requests (not whsec_ and base64): ")
+    assert f": {bad[0].pk}, {bad[1].pk}. " in error.msg
+    assert "webhooks_rotate_secret --target" in error.hint
+    WebhookTarget.objects.filter(pk__in=[t.pk for t in bad]).delete()
+    assert djwebhooks_checks.check_secrets(databases=["default"]) == []
 
 
 def test_no_events():

@@ -2,6 +2,7 @@
 
 import datetime
 import decimal
+import json
 import uuid
 
 import pytest
@@ -9,8 +10,17 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import connection, transaction
 
 import djwebhooks
-from djwebhooks.decorators import base_hook, basic_hash_function, hook, registry, webhook
+from djwebhooks import _sql
+from djwebhooks.decorators import (
+    base_hook,
+    basic_hash_function,
+    hook,
+    orm_callable,
+    registry,
+    webhook,
+)
 from djwebhooks.exceptions import (
+    DuplicateMessageError,
     OwnerError,
     PayloadError,
     SenderNotCallable,
@@ -18,7 +28,6 @@ from djwebhooks.exceptions import (
     WebhookError,
 )
 from djwebhooks.models import Delivery
-from djwebhooks.senders.orm import orm_callable
 
 
 @hook(event="project.update")
@@ -38,7 +47,8 @@ def test_public_names():
     assert djwebhooks.hook is hook
     assert djwebhooks.webhook is hook
     assert webhook is hook
-    assert djwebhooks.send_event.__module__ == "djwebhooks.senders.orm"
+    assert djwebhooks.send_event.__module__ == "djwebhooks.events"
+    assert djwebhooks.replay.__module__ == "djwebhooks.events"
     for name in djwebhooks.__all__:
         assert getattr(djwebhooks, name) is not None
     with pytest.raises(AttributeError):
@@ -302,6 +312,63 @@ def test_bad_key_type_is_named(make_target, user, no_dispatch):
         djwebhooks.send_event("project.update", {(1, 2): "tuple key"}, owner=user)
 
 
+def nested(depth):
+    value = "bottom"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("payload, path, reason", [
+    ({"text": "a\ud800b"}, "payload['text']", "a string with a lone surrogate"),
+    ({"\udfff": 1}, "payload key '\\udfff'", "a string with a lone surrogate"),
+    ({"n": 10 ** 5000}, "payload['n']", "an integer too long to write as text"),
+    ({"a": {1: "one", "1": "un"}}, "payload['a']", "has the keys '1' and 1"),
+    ({"a": {True: "yes", "true": "oui"}}, "payload['a']", "has the keys 'true' and True"),
+    ({"a": {None: 0, "null": 1}}, "payload['a']", "which are both 'null' in JSON"),
+    ({"deep": nested(150)}, "payload['deep']" + "['a']" * 99,
+     "nested more than 100 levels deep"),
+    ({"deep": nested(5000)}, "payload['deep']" + "['a']" * 99,
+     "nested more than 100 levels deep"),
+])
+def test_payloads_that_cannot_be_sent_faithfully_are_refused(payload, path, reason,
+                                                             make_target, user, no_dispatch):
+    make_target()
+    with pytest.raises(PayloadError) as info:
+        djwebhooks.send_event("project.update", payload, owner=user)
+    assert info.value.path == path
+    assert str(info.value).startswith(f"{path} ")
+    assert reason in str(info.value)
+
+    @hook(event="project.update")
+    def send(owner):
+        return payload
+
+    with pytest.raises(PayloadError) as info:
+        send(owner=user)  # the hook path refuses them the same way
+    assert info.value.path == path
+    assert Delivery.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_json_sent_is_the_json_the_hook_returned(make_target, user, receiver):
+    # Key order, number spelling and characters as encoded at call time, whatever the
+    # database does with JSON (PostgreSQL's jsonb sorts keys and respells numbers).
+    make_target()
+    payload = {"zebra": 1, "apple": {"y": 1e16, "x": 0.1, "w": 12345678901234567890},
+               "text": "nul \x00 and ✓ and 😀", "b": [3, 1, 2], "a": 1.0}
+    djwebhooks.send_event("project.update", payload, owner=user)
+    [request] = receiver.requests
+    body = request.body.decode()
+    data = body[body.index('"data":') + len('"data":'):-1]
+    expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    if connection.vendor == "mysql" and _sql.astral_unstorable("default"):
+        expected = expected.replace("😀", "\\ud83d\\ude00")
+    assert data == expected
+    assert json.loads(body)["data"]["text"] == "nul \x00 and ✓ and 😀"
+    assert list(json.loads(body)["data"]) == ["zebra", "apple", "text", "b", "a"]
+
+
 def test_bad_identifier(user, db):
     with pytest.raises(TypeError, match="identifier must be a string"):
         djwebhooks.send_event("project.update", {}, owner=user, identifier=["a"])
@@ -377,10 +444,61 @@ def test_deliveries_are_written_in_the_callers_transaction(make_target, user, no
     assert Delivery.objects.count() == 0
 
 
-@pytest.mark.parametrize("message_id", ["", "x" * 65, 123])
-def test_bad_message_id(message_id, user, db):
-    with pytest.raises(TypeError, match="message_id must be a string of 1 to 64 characters"):
+@pytest.mark.parametrize("message_id", [
+    "", " ", "x" * 65, "msg_1\r\nX-Injected: 1", "msg 1", "msg_é", "msg_\u2028", "\x00",
+])
+def test_a_message_id_that_cannot_be_a_header_is_refused(message_id, make_target, user,
+                                                         no_dispatch):
+    make_target()
+    with pytest.raises(ValueError, match="cannot be a webhook-id: it must be 1 to 64 visible "
+                                         "ASCII characters"):
         djwebhooks.send_event("project.update", {}, owner=user, message_id=message_id)
+    assert not Delivery.objects.exists()
+
+
+def test_a_message_id_that_is_not_a_string_is_refused(user, db):
+    with pytest.raises(TypeError, match=r"A message id must be a string, got int \(123\)"):
+        djwebhooks.send_event("project.update", {}, owner=user, message_id=123)
+
+
+def test_a_hash_function_making_ids_too_long_is_refused_at_call_time(make_target, user,
+                                                                     no_dispatch):
+    @base_hook(sender_callable=orm_callable, hash_function=lambda: "h" * 100,
+               event="project.update")
+    def send(owner):
+        return {}
+
+    make_target()
+    with pytest.raises(ValueError, match="cannot be a webhook-id"):
+        send(owner=user)
+    assert not Delivery.objects.exists()
+
+
+def test_a_message_id_sent_before_raises_and_the_transaction_goes_on(make_target, user,
+                                                                     no_dispatch):
+    make_target()
+    with transaction.atomic():
+        [first] = djwebhooks.send_event("project.update", {}, owner=user, message_id="order-7")
+        with pytest.raises(DuplicateMessageError, match="'order-7' was already sent") as info:
+            djwebhooks.send_event("project.update", {}, owner=user, message_id="order-7")
+        assert info.value.message_id == "order-7"
+        # The transaction is still usable: the savepoint took the failed insert with it.
+        [other] = djwebhooks.send_event("project.update", {}, owner=user, message_id="order-8")
+    assert set(Delivery.objects.values_list("hash_value", flat=True)) == {"order-7", "order-8"}
+    assert first.pk != other.pk
+
+
+def test_an_owner_of_another_model_is_refused(make_target, user, no_dispatch):
+    from django.contrib.auth.models import Group
+
+    make_target()
+    group = Group.objects.create(pk=user.pk, name="staff")  # the user would get it otherwise
+    with pytest.raises(OwnerError, match="owner must be a auth.User .the user model., got "
+                                         "Group"):
+        djwebhooks.send_event("project.update", {}, owner=group)
+    with pytest.raises(OwnerError, match="got Group"):
+        send_project_update("Dj", owner=group)
+    assert not Delivery.objects.exists()
 
 
 def test_identifier_default_of_the_hooked_function_routes(make_target, user, no_dispatch):
@@ -410,7 +528,7 @@ def test_payload_larger_than_the_limit_is_refused(settings, make_target, user, n
     settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "MAX_PAYLOAD_BYTES": 100}
     make_target()
     djwebhooks.send_event("project.update", {"text": "é" * 40}, owner=user)  # 92 bytes
-    with pytest.raises(PayloadError, match=r"is 112 bytes of JSON, more than "
+    with pytest.raises(PayloadError, match=r"is 111 bytes of JSON, more than "
                                            r"DJWEBHOOKS\['MAX_PAYLOAD_BYTES'\] \(100\)"):
         djwebhooks.send_event("project.update", {"text": "é" * 50}, owner=user)
     assert Delivery.objects.count() == 1

@@ -6,12 +6,12 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from djwebhooks import send_event, signals
-from djwebhooks.delivery import record_attempt
+from djwebhooks import queue, send_event, sending, signals
 from djwebhooks.exceptions import CancelDelivery
 from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
 from djwebhooks.retry import RetryPolicy
 from djwebhooks.senders.base import AttemptResult
+from tests.helpers import CLAIMANT, attempts_of, hold, record, travel
 from tests.receiver import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -53,13 +53,12 @@ def pending(make_target, user, django_capture_on_commit_callbacks):
 
 def test_failures_are_counted_and_a_success_resets_them(pending):
     target, delivery = pending
-    now = timezone.now()
-    record_attempt(delivery, FAILURE, now=now)
-    record_attempt(delivery, FAILURE, now=now + timedelta(minutes=1))
+    [first] = attempts_of(record([(delivery, FAILURE)]))
+    record([(delivery, FAILURE)])
     target.refresh_from_db()
     assert target.consecutive_failures == 2
-    assert target.failing_since == now  # the first failure of the run
-    record_attempt(delivery, SUCCESS)
+    assert target.failing_since == first.created  # the first failure of the run
+    record([(delivery, SUCCESS)])
     target.refresh_from_db()
     assert (target.consecutive_failures, target.failing_since) == (0, None)
 
@@ -67,14 +66,12 @@ def test_failures_are_counted_and_a_success_resets_them(pending):
 def test_a_target_failing_for_five_days_is_disabled_on_a_final_failure(pending, listen):
     target, delivery = pending
     disabled = listen(signals.target_disabled)
-    start = timezone.now() - timedelta(days=6)
-    no_retry = RetryPolicy([])
-
-    record_attempt(delivery, FAILURE, now=start, policy=RetryPolicy([60]))  # retried: kept
+    record([(delivery, FAILURE)], policy=RetryPolicy([60]))  # retried: kept
     target.refresh_from_db()
     assert target.is_active
 
-    record_attempt(delivery, FAILURE, now=timezone.now(), policy=no_retry)
+    travel(timedelta(days=6).total_seconds())
+    record([(delivery, FAILURE)], policy=RetryPolicy([]))
     target.refresh_from_db()
     assert target.is_active is False
     assert target.disabled_reason == "every attempt failed for more than 5 days"
@@ -83,9 +80,9 @@ def test_a_target_failing_for_five_days_is_disabled_on_a_final_failure(pending, 
 
 def test_recent_failures_do_not_disable(pending):
     target, delivery = pending
-    record_attempt(delivery, FAILURE, now=timezone.now() - timedelta(days=4),
-                   policy=RetryPolicy([]))
-    record_attempt(delivery, FAILURE, policy=RetryPolicy([]))
+    record([(delivery, FAILURE)], policy=RetryPolicy([60]))
+    travel(timedelta(days=4).total_seconds())
+    record([(delivery, FAILURE)], policy=RetryPolicy([]))
     target.refresh_from_db()
     assert target.is_active and target.consecutive_failures == 2
 
@@ -93,11 +90,11 @@ def test_recent_failures_do_not_disable(pending):
 def test_disabling_can_be_turned_off(settings, pending):
     settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "DISABLE_AFTER": None}
     target, delivery = pending
-    record_attempt(delivery, FAILURE, now=timezone.now() - timedelta(days=30),
-                   policy=RetryPolicy([]))
-    record_attempt(delivery, FAILURE, policy=RetryPolicy([]))
+    record([(delivery, FAILURE)], policy=RetryPolicy([60]))
+    travel(timedelta(days=30).total_seconds())
+    record([(delivery, FAILURE)], policy=RetryPolicy([]))
     target.refresh_from_db()
-    assert target.is_active
+    assert target.is_active and target.consecutive_failures == 2
 
 
 def test_re_enabling_resets_health(pending):
@@ -152,7 +149,7 @@ def test_signals_wait_for_commit(pending, listen):
     failed = listen(signals.delivery_failed)
     _, delivery = pending
     with transaction.atomic():
-        record_attempt(delivery, FAILURE, policy=RetryPolicy([]))
+        record([(delivery, FAILURE)], policy=RetryPolicy([]))
         assert failed == []
     assert [kw["reason"] for kw in failed] == ["gave up after 1 attempt"]
 
@@ -219,17 +216,17 @@ def test_a_failing_sending_receiver_is_recorded(make_target, user, receiver):
 
 def test_a_batch_of_results_costs_a_fixed_number_of_queries(make_target, user,
                                                             django_assert_max_num_queries):
-    from djwebhooks.delivery import record_attempts
-
     target = make_target()
     deliveries = [
         Delivery.objects.create(webhook_target=target, event="project.update",
                                 hash_value=f"msg_{n}", next_attempt_at=timezone.now())
         for n in range(20)
     ]
+    hold(deliveries)
+    deliveries = queue.load(CLAIMANT, [d.pk for d in deliveries])
     outcomes = [(d, SUCCESS if n % 2 else FAILURE) for n, d in enumerate(deliveries)]
-    with django_assert_max_num_queries(9):
-        attempts = record_attempts(outcomes)
+    with django_assert_max_num_queries(12):
+        attempts = attempts_of(sending.record(CLAIMANT, outcomes))
     assert [a.attempt for a in attempts] == [1] * 20
     assert Delivery.objects.filter(status="succeeded").count() == 10
     assert Delivery.objects.filter(status="pending", attempt=1).count() == 10
@@ -242,8 +239,6 @@ def test_a_batch_of_results_costs_a_fixed_number_of_queries(make_target, user,
 def test_recorded_attempts_are_the_saved_rows(pending, monkeypatch, returning):
     from django.db import connection
 
-    from djwebhooks.delivery import record_attempts
-
     target, first = pending
     second = Delivery.objects.create(webhook_target=target, event="project.update",
                                      hash_value="msg_2", next_attempt_at=timezone.now())
@@ -254,8 +249,7 @@ def test_recorded_attempts_are_the_saved_rows(pending, monkeypatch, returning):
         response_content_type="text/plain; charset=utf-8", error="", duration=12,
         notification="503 Service Unavailable", retry_after="7",
     )
-    now = timezone.now()
-    attempts = record_attempts([(first, SUCCESS), (second, awkward)], now=now)
+    attempts = attempts_of(record([(first, SUCCESS), (second, awkward)]))
 
     assert [a.delivery_id for a in attempts] == [first.pk, second.pk]
     assert [a.attempt for a in attempts] == [1, 1]
@@ -270,14 +264,12 @@ def test_recorded_attempts_are_the_saved_rows(pending, monkeypatch, returning):
                 continue
             assert getattr(attempt, field.attname) == getattr(row, field.attname), field.name
     assert saved[second.pk].response_message == awkward.response_message
-    assert saved[second.pk].created == now
+    assert saved[first.pk].created == saved[second.pk].created
 
 
 def test_a_failing_signal_receiver_is_logged_and_the_others_still_announced(
     make_target, user, listen, caplog
 ):
-    from djwebhooks.delivery import record_attempts
-
     target = make_target()
     first, second = (Delivery.objects.create(webhook_target=target, event="project.update",
                                              hash_value=f"msg_{n}",
@@ -291,26 +283,25 @@ def test_a_failing_signal_receiver_is_logged_and_the_others_still_announced(
 
     signals.delivery_succeeded.connect(broken)
     try:
-        record_attempts([(first, SUCCESS), (second, SUCCESS)])
+        record([(first, SUCCESS), (second, SUCCESS)])
     finally:
         signals.delivery_succeeded.disconnect(broken)
 
     assert [kwargs["delivery"].pk for kwargs in announced] == [first.pk, second.pk]
-    assert f"A signal receiver failed for delivery {first.pk}" in caplog.text
+    assert "A delivery_succeeded receiver" in caplog.text
+    assert "RuntimeError: receiver bug" in caplog.text
     assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
 
 
 def test_a_batch_of_attempts_without_any_response_is_recorded(pending):
     # Every column of the batch insert may be all NULL or empty (no response at all).
-    from djwebhooks.delivery import record_attempts
-
     target, first = pending
     second = Delivery.objects.create(webhook_target=target, event="project.update",
                                      hash_value="msg_2", next_attempt_at=timezone.now())
     refused = AttemptResult(success=False, response_status=None, response_message="",
                             response_content_type="", error="DeliveryConnectionError: refused",
                             duration=0, notification="Connection failed")
-    record_attempts([(first, refused), (second, refused)])
+    record([(first, refused), (second, refused)])
     assert list(DeliveryAttempt.objects.values_list("response_status", "notification")) == [
         (None, "Connection failed"), (None, "Connection failed")
     ]
@@ -321,21 +312,22 @@ def test_a_batch_of_successes_numbers_and_finishes_in_one_update(
 ):
     from django.db import connection
 
-    from djwebhooks.delivery import record_attempts
-
     target = make_target()
     deliveries = [
         Delivery.objects.create(webhook_target=target, event="project.update",
                                 hash_value=f"msg_{n}", next_attempt_at=timezone.now())
         for n in range(20)
     ]
-    # PostgreSQL: UPDATE ... RETURNING, then the insert. Elsewhere the attempt numbers are
-    # read back after the UPDATE: one more.
-    expected = 2 if connection.vendor == "postgresql" else 3
+    hold(deliveries)
+    deliveries = queue.load(CLAIMANT, [d.pk for d in deliveries])
+    # The database's clock; then PostgreSQL's UPDATE ... RETURNING, and the insert.
+    # Elsewhere the claims and attempt numbers are read back after counting the attempt,
+    # and the deliveries finished after the insert: two more.
+    expected = 3 if connection.vendor == "postgresql" else 5
     with django_assert_max_num_queries(expected + 2) as captured:  # BEGIN/COMMIT, if counted
-        record_attempts([(d, SUCCESS) for d in deliveries])
+        sending.record(CLAIMANT, [(d, SUCCESS) for d in deliveries])
     statements = [q["sql"] for q in captured.captured_queries
                   if q["sql"] not in ("BEGIN", "COMMIT")]
     assert len(statements) == expected, statements
     assert set(Delivery.objects.values_list("status", "attempt", "response_status",
-                                            "locked_by")) == {("succeeded", 1, 200, "")}
+                                            "claimed_by")) == {("succeeded", 1, 200, "")}

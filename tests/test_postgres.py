@@ -1,20 +1,22 @@
-"""Row locking that only a real server shows: PostgreSQL (CI runs these with DATABASE_URL)."""
+"""What only a real server shows: row locks and connections, on PostgreSQL (CI runs these with
+DATABASE_URL)."""
 
 import threading
 
 import pytest
 from django.db import connection, connections
 
-from djwebhooks.delivery import record_attempt
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.senders.base import AttemptResult
+from tests.helpers import record as record_outcomes
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         connection.vendor != "postgresql",
-        reason="needs PostgreSQL row locks; run with DATABASE_URL=postgres://...",
+        reason="needs PostgreSQL (row locks, its list of sessions); run with "
+        "DATABASE_URL=postgres://...",
     ),
 ]
 
@@ -31,7 +33,7 @@ def test_concurrent_attempts_get_distinct_numbers(user):
     def record():
         try:
             barrier.wait()
-            record_attempt(Delivery.objects.get(pk=delivery.pk), result)
+            record_outcomes([(Delivery.objects.get(pk=delivery.pk), result)])
         except Exception as exc:  # collected and asserted below
             errors.append(exc)
         finally:
@@ -49,3 +51,39 @@ def test_concurrent_attempts_get_distinct_numbers(user):
     assert sorted(delivery.attempts.values_list("attempt", flat=True)) == list(
         range(1, workers + 1)
     )
+
+
+def test_sending_threads_close_the_connections_they_open(monkeypatch, make_target, user,
+                                                         receiver, settings):
+    # A sender that reads the database from its thread (a project's subclass, say) opens a
+    # connection there; the thread closes it when it ends, so none outlives the worker and
+    # the test database can always be dropped.
+    from djwebhooks import send_event
+    from djwebhooks.senders.orm import DjangoSenderable
+    from djwebhooks.worker import Worker
+
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS,
+                           "BACKEND": "djwebhooks.backends.database.DatabaseBackend"}
+    headers = DjangoSenderable.get_headers
+    readers = set()
+
+    def reading_headers(self, body, sent_at):
+        readers.add(threading.current_thread().name)
+        WebhookTarget.objects.count()
+        return headers(self, body, sent_at)
+
+    monkeypatch.setattr(DjangoSenderable, "get_headers", reading_headers)
+    make_target()
+    for n in range(6):
+        send_event("project.update", {"n": n}, owner=user)
+
+    def sessions():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
+    before = sessions()
+    assert Worker(burst=True, concurrency=3, interval=0.02).run() == 6
+    assert readers and threading.current_thread().name not in readers
+    assert sessions() == before

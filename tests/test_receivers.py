@@ -2,6 +2,7 @@
 
 import json
 import logging
+import threading
 import time
 from datetime import datetime, timezone
 from urllib.parse import urlencode
@@ -51,6 +52,7 @@ def refusal(rf, body=BODY, headers=None, content_type=JSON, secret=SECRET, **opt
 def fresh_state():
     caches["default"].clear()
     receiver_views.calls.clear()
+    receiver_views.while_running.clear()
     yield
     caches["default"].clear()
 
@@ -312,25 +314,115 @@ def test_without_replay_protection_a_webhook_is_accepted_twice(client):
     assert len(receiver_views.calls) == 2
 
 
+ALREADY_RECEIVED = b"The webhook-id 'msg_1' was already received here.\n"
+BEING_PROCESSED = (b"The webhook-id 'msg_1' is still being processed here; try again in 5 "
+                   b"seconds.\n")
+
+
+def assert_being_processed(response):
+    assert response.status_code == 409
+    assert response["Retry-After"] == "5"
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.content == BEING_PROCESSED
+
+
 @pytestmark_urls
-def test_replay_protection_refuses_a_webhook_id_seen_before(client, caplog):
+def test_replay_protection_answers_200_to_a_webhook_id_accepted_before(client, caplog):
+    # The sender did not see the first answer (a timeout, a lost connection) and retries:
+    # it must get a 2xx, or it retries for hours, but the view must not run again.
     headers = signed()
     assert post(client, "/hooks/protected/", headers=headers).status_code == 200
-    with caplog.at_level(logging.WARNING, logger="django.security"):
-        replayed = post(client, "/hooks/protected/", headers=headers)
-    assert replayed.status_code == 400
-    assert replayed.content == (b"The webhook-id 'msg_1' was already received here; a "
-                                b"repeated delivery is refused.\n")
-    assert [r.name for r in caplog.records if r.name.startswith("django.security")] == [
-        "django.security.ReplayedWebhookError"]
-    # The same id re-signed later (as a sender's retry is) is refused as well.
+    with caplog.at_level(logging.DEBUG):
+        repeated = post(client, "/hooks/protected/", headers=headers)
+    assert repeated.status_code == 200
+    assert repeated["Content-Type"] == "text/plain; charset=utf-8"
+    assert repeated.content == ALREADY_RECEIVED
+    assert [r for r in caplog.records if r.name.startswith("django.security")] == []
+    [record] = [r for r in caplog.records if r.name == "djwebhooks.receivers"]
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == (
+        "Webhook 'msg_1' at /hooks/protected/ was already received; answered 200 without "
+        "calling the view."
+    )
+    # The same id re-signed later, as a sender's retry is.
     resigned = signed(timestamp=int(time.time()) - 5)
-    assert post(client, "/hooks/protected/", headers=resigned).status_code == 400
-    # A query string does not make it another URL.
-    assert post(client, "/hooks/protected/?x=1", headers=headers).status_code == 400
+    assert post(client, "/hooks/protected/", headers=resigned).content == ALREADY_RECEIVED
+    # A query string does not make it another URL; the view does not run to answer it.
+    repeated = post(client, "/hooks/protected/?status=500", headers=headers)
+    assert repeated.status_code == 200
+    assert repeated.content == ALREADY_RECEIVED
     assert len(receiver_views.calls) == 1
-    # Other ids are welcome.
-    assert post(client, "/hooks/protected/", headers=signed(msg_id="msg_2")).status_code == 200
+    # Other ids are processed.
+    response = post(client, "/hooks/protected/", headers=signed(msg_id="msg_2"))
+    assert response.status_code == 200
+    assert response.content == b"ok"
+    assert len(receiver_views.calls) == 2
+
+
+@pytestmark_urls
+def test_a_repeat_while_the_first_is_processed_gets_409(client):
+    # Not 2xx: the first delivery may still fail, and then the message would be lost.
+    headers = signed()
+    during = []
+
+    def deliver_again(request):
+        during.append(post(Client(), "/hooks/protected/", headers=headers))
+        during.append(post(Client(), "/hooks/protected/", headers=signed(secret=OTHER_SECRET)))
+        during.append(post(Client(), "/hooks/also-protected/", headers=headers))
+
+    receiver_views.while_running.append(deliver_again)
+    response = post(client, "/hooks/protected/", headers=headers)
+    assert response.status_code == 200
+    assert response.content == b"ok"
+    repeated, forged, other_path = during
+    assert_being_processed(repeated)
+    assert forged.status_code == 400
+    assert forged.content == b"No signature in the webhook-signature header matches the secret.\n"
+    assert other_path.status_code == 200
+    assert other_path.content == b"ok"
+    # The first delivery and the one to the other path.
+    assert len(receiver_views.calls) == 2
+    # Once the first has answered 2xx, a repeat gets 200.
+    assert post(client, "/hooks/protected/", headers=headers).content == ALREADY_RECEIVED
+    assert len(receiver_views.calls) == 2
+
+
+@pytestmark_urls
+@pytest.mark.parametrize(("query", "status"), [("", 200), ("?status=500", 500),
+                                                ("?raise=1", 500)])
+def test_two_deliveries_of_one_id_at_once_run_the_view_once(query, status):
+    entered, release = threading.Event(), threading.Event()
+
+    def block(request):
+        entered.set()
+        assert release.wait(10)
+
+    receiver_views.while_running.append(block)
+    headers = signed()
+    first = []
+    thread = threading.Thread(target=lambda: first.append(
+        post(Client(raise_request_exception=False), f"/hooks/protected/{query}", headers=headers)
+    ))
+    thread.start()
+    try:
+        assert entered.wait(10)
+        second = post(Client(), "/hooks/protected/", headers=headers)
+    finally:
+        release.set()
+        thread.join(10)
+    assert_being_processed(second)
+    assert len(receiver_views.calls) == 1
+    [first] = first
+    assert first.status_code == status
+    retry = post(Client(), "/hooks/protected/", headers=headers)
+    assert retry.status_code == 200
+    if status == 200:
+        assert retry.content == ALREADY_RECEIVED
+        assert len(receiver_views.calls) == 1
+    else:
+        # The first failed: the retry is processed.
+        assert retry.content == b"ok"
+        assert len(receiver_views.calls) == 2
 
 
 @pytestmark_urls
@@ -338,27 +430,56 @@ def test_replay_protection_remembers_ids_per_path(client):
     # One message goes to every target of its event with the same id; two of them may be
     # URLs of this project.
     headers = signed()
-    assert post(client, "/hooks/protected/", headers=headers).status_code == 200
-    assert post(client, "/hooks/also-protected/", headers=headers).status_code == 200
-    assert post(client, "/hooks/also-protected/", headers=headers).status_code == 400
+    assert post(client, "/hooks/protected/", headers=headers).content == b"ok"
+    assert post(client, "/hooks/also-protected/", headers=headers).content == b"ok"
+    repeated = post(client, "/hooks/also-protected/", headers=headers)
+    assert repeated.status_code == 200
+    assert repeated.content == ALREADY_RECEIVED
+    assert len(receiver_views.calls) == 2
 
 
 @pytestmark_urls
 def test_a_webhook_that_does_not_verify_is_not_remembered(client):
     assert post(client, "/hooks/protected/", headers=signed(secret=OTHER_SECRET)).status_code \
         == 400
+    assert post(client, "/hooks/protected/").content == b"ok"
+
+
+@pytestmark_urls
+@pytest.mark.parametrize(("headers", "body", "message"), [
+    (lambda: signed(secret=OTHER_SECRET), BODY,
+     b"No signature in the webhook-signature header matches the secret.\n"),
+    (signed, BODY.replace(b"12:00", b"13:00"),
+     b"No signature in the webhook-signature header matches the secret.\n"),
+    (lambda: signed(webhook_signature=None), BODY,
+     b"Missing webhook header: webhook-signature.\n"),
+    (lambda: signed(timestamp=int(time.time()) - 3600), BODY, None),
+])
+def test_a_forged_repeat_of_an_accepted_id_gets_400(client, caplog, headers, body, message):
+    # Only a request that verifies learns that its id was received. (The headers are made
+    # when the test runs: a timestamp made at collection could be too old by then.)
     assert post(client, "/hooks/protected/").status_code == 200
+    with caplog.at_level(logging.WARNING, logger="django.security"):
+        response = post(client, "/hooks/protected/", body=body, headers=headers())
+    assert response.status_code == 400
+    if message is not None:
+        assert response.content == message
+    assert b"already" not in response.content
+    assert [r.name for r in caplog.records if r.name.startswith("django.security")] == [
+        "django.security.SignatureVerificationError"]
+    assert len(receiver_views.calls) == 1
 
 
 @pytestmark_urls
 @pytest.mark.parametrize("status", [500, 503, 404, 302])
 def test_the_id_is_forgotten_when_the_view_does_not_answer_2xx(client, status):
-    # The sender will retry: the retry must not be refused as a replay.
+    # The sender will retry: the retry must be processed.
     headers = signed()
     assert post(client, f"/hooks/protected/?status={status}", headers=headers).status_code \
         == status
-    assert post(client, "/hooks/protected/", headers=headers).status_code == 200
-    assert post(client, "/hooks/protected/", headers=headers).status_code == 400
+    assert post(client, "/hooks/protected/", headers=headers).content == b"ok"
+    assert post(client, "/hooks/protected/", headers=headers).content == ALREADY_RECEIVED
+    assert len(receiver_views.calls) == 2
 
 
 @pytestmark_urls
@@ -366,22 +487,27 @@ def test_the_id_is_forgotten_when_the_view_raises():
     client = Client(raise_request_exception=False)
     headers = signed()
     assert post(client, "/hooks/protected/?raise=1", headers=headers).status_code == 500
-    assert post(client, "/hooks/protected/", headers=headers).status_code == 200
+    assert post(client, "/hooks/protected/", headers=headers).content == b"ok"
+    assert post(client, "/hooks/protected/", headers=headers).content == ALREADY_RECEIVED
+    assert len(receiver_views.calls) == 2
 
 
 def test_ids_are_remembered_for_twice_the_tolerance(rf, monkeypatch):
-    added = []
+    stored = []
     cache = caches["default"]
-    original = cache.add
-    monkeypatch.setattr(cache, "add", lambda key, value, timeout: added.append(timeout)
-                        or original(key, value, timeout))
+    for method in ("add", "set"):
+        original = getattr(cache, method)
+        monkeypatch.setattr(cache, method, lambda key, value, timeout, method=method,
+                            original=original: stored.append((method, value, timeout))
+                            or original(key, value, timeout))
 
     @webhook_receiver(secret=SECRET, replay_protection=True, tolerance=60)
     def view(request, webhook):
         return receiver_views.HttpResponse("ok")
 
     assert view(make_request(rf)).status_code == 200
-    assert added == [121]
+    # Claimed while the view runs, then marked as done once it answered 2xx.
+    assert stored == [("add", "processing", 121), ("set", "done", 121)]
 
 
 def test_the_cache_alias_is_used(rf, settings):
@@ -390,18 +516,24 @@ def test_the_cache_alias_is_used(rf, settings):
         "replays": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                     "LOCATION": "replays"},
     }
+    called = []
 
     def view(request, webhook):
+        called.append(request.path)
         return receiver_views.HttpResponse("ok")
 
     remembering = webhook_receiver(secret=SECRET, replay_protection=True,
                                    cache_alias="replays")(view)
     forgetful = webhook_receiver(secret=SECRET, replay_protection=True)(view)
     headers = signed()
-    assert forgetful(make_request(rf, headers=headers)).status_code == 200
-    assert forgetful(make_request(rf, headers=headers)).status_code == 200  # DummyCache
-    assert remembering(make_request(rf, headers=headers)).status_code == 200
-    assert remembering(make_request(rf, headers=headers)).status_code == 400
+    assert forgetful(make_request(rf, headers=headers)).content == b"ok"
+    assert forgetful(make_request(rf, headers=headers)).content == b"ok"  # DummyCache
+    assert remembering(make_request(rf, headers=headers)).content == b"ok"
+    assert len(called) == 3
+    repeated = remembering(make_request(rf, headers=headers))
+    assert repeated.status_code == 200
+    assert repeated.content == b"The webhook-id 'msg_1' was already received here.\n"
+    assert len(called) == 3
 
 
 @pytestmark_urls

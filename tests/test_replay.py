@@ -9,7 +9,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from djwebhooks import send_event
-from djwebhooks.delivery import replay
+from djwebhooks.events import replay
 from djwebhooks.management.commands.webhooks_replay import parse_since
 from djwebhooks.management.parsing import duration_seconds, parse_duration
 from djwebhooks.models import Delivery
@@ -56,13 +56,13 @@ def test_replay_is_a_new_attempt_on_the_same_delivery(failed, receiver):
 
 
 def test_replay_leaves_a_delivery_a_worker_holds(failed, receiver):
-    from djwebhooks.worker import claim
+    from djwebhooks import queue
 
     Delivery.objects.filter(pk=failed.pk).update(status="pending", next_attempt_at=timezone.now())
-    assert claim("busy-worker", limit=1) == [failed.pk]
+    assert queue.claim("busy-worker", limit=1).ids == [failed.pk]
     assert replay([failed.pk]) == []
     failed.refresh_from_db()
-    assert failed.locked_by == "busy-worker"
+    assert failed.claimed_by == "busy-worker"
     assert len(receiver.requests) == 1
 
 

@@ -125,3 +125,24 @@ def test_parse_retry_after():
 def test_decision_times_follow_the_clock_given():
     later = NOW + timedelta(days=3)
     assert policy().decide(1, now=later, status=500).retry_at == later + timedelta(seconds=5)
+
+
+@pytest.mark.parametrize("value", [
+    "²", "١٢", "1e9", "-5", "+5", "5.5", " ", "", "\x00", "9" * 5000,
+    "Fri, 31 Dec 9999 23:59:59 GMT", "Mon, 99 Foo 2026 99:99:99 GMT", "Tue, 1 Jan 0001 00:00:00",
+    "a" * 10_000, "120, 60", "\ud800",
+])
+def test_a_retry_after_that_cannot_be_read_is_ignored(value):
+    # A receiver's header never raises: it is read, or it is ignored.
+    seconds = parse_retry_after(value, NOW)
+    assert seconds is None or seconds >= 0
+    decision = policy().decide(1, now=NOW, status=503, retry_after=value)
+    assert decision.retry
+    assert 5 <= wait(decision) <= policy().retry_after_max
+    assert len(decision.reason) < 300
+
+
+def test_retry_after_far_in_the_future_is_capped_not_an_overflow():
+    decision = policy(retry_after_max=3600).decide(1, now=NOW, status=503,
+                                                   retry_after="Fri, 31 Dec 9999 23:59:59 GMT")
+    assert wait(decision) == 3600

@@ -422,3 +422,93 @@ def test_a_rotation_with_no_grace_signs_with_the_new_secret_only(make_target, us
     request = receiver.requests[-1]
     assert " " not in request.headers["webhook-signature"]
     assert verifies(new, request) and not verifies(old, request)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_rotations_at_once_lose_neither_new_secret(user):
+    # Two processes rotate the same target from instances loaded before either rotation:
+    # the row lock makes the second see the first's new secret and keep it as the previous
+    # one, instead of writing over it from its stale copy.
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite's in-memory test database is one connection's: the threads here "
+                    "need a database each connection shares; CI runs this on PostgreSQL "
+                    "and MariaDB")
+    target = WebhookTarget.objects.create(owner=user, event="project.update",
+                                          target_url="https://a.example/")
+    original = target.secret
+    stale = [WebhookTarget.objects.get(pk=target.pk) for _ in range(2)]
+    barrier, made, errors = threading.Barrier(2), [], []
+
+    def rotate(instance):
+        try:
+            barrier.wait()
+            made.append(instance.rotate_secret(3600))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=rotate, args=(instance,)) for instance in stale]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    target.refresh_from_db()
+    assert original not in made and len(set(made)) == 2
+    # The later rotation's secret is current, the earlier one's is the previous secret.
+    assert {target.secret, target.previous_secret} == set(made)
+
+
+def test_a_stale_instance_rotates_from_the_stored_secret(user, db):
+    target = WebhookTarget.objects.create(owner=user, event="project.update",
+                                          target_url="https://a.example/")
+    stale = WebhookTarget.objects.get(pk=target.pk)
+    first = target.rotate_secret(3600)
+    second = stale.rotate_secret(3600)
+    target.refresh_from_db()
+    assert (target.secret, target.previous_secret) == (second, first)
+
+
+def test_every_target_is_rotated_in_batches(user, db, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from djwebhooks import rotation
+
+    monkeypatch.setattr(rotation, "BATCH_SIZE", 2)
+    targets = [WebhookTarget.objects.create(owner=user, event="project.update",
+                                            target_url=f"https://{n}.example/")
+               for n in range(5)]
+    before = {t.pk: t.secret for t in targets}
+    with CaptureQueriesContext(connection) as captured:
+        results = rotate_secrets(WebhookTarget.objects.all(), 3600)
+    batches = [q["sql"] for q in captured.captured_queries
+               if q["sql"].startswith("SELECT") and "djwebhooks_webhooktarget" in q["sql"]
+               and " IN (" in q["sql"]]
+    assert len(batches) == 3, batches  # 2 + 2 + 1 rows, each batch locked on its own
+    assert [r.target.pk for r in results] == [t.pk for t in targets]
+    for target in WebhookTarget.objects.all():
+        assert target.previous_secret == before[target.pk] != target.secret
+
+
+@pytest.mark.parametrize("secret", ["whsec_not base64!", "whsec_", "", "sk_live_abc"])
+def test_a_secret_that_cannot_sign_is_refused_by_validation(user, db, secret):
+    from django.core.exceptions import ValidationError
+
+    target = WebhookTarget(owner=user, event="project.update",
+                           target_url="https://a.example/", secret=secret)
+    with pytest.raises(ValidationError) as info:
+        target.full_clean()
+    assert "secret" in info.value.message_dict
+    target.secret, target.previous_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", secret
+    if secret:  # blank is allowed for the previous secret: there may be none
+        with pytest.raises(ValidationError) as info:
+            target.full_clean()
+        assert "usable signing secret" in str(info.value.message_dict["previous_secret"])
+    else:
+        target.full_clean()

@@ -3,11 +3,14 @@ that misbehave (never-ending responses, redirects inward)."""
 
 import ipaddress
 import socket
+import threading
+import time
 
 import pytest
 from django.core.exceptions import ValidationError
 
-from djwebhooks import send_event
+from djwebhooks import send_event, transport
+from djwebhooks.exceptions import DeliveryConnectionError, DeliveryTimeout
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.ssrf import (
     TargetURLRefused,
@@ -18,9 +21,10 @@ from djwebhooks.ssrf import (
     is_public,
     resolve,
 )
-from tests.receiver import Reply
+from tests.receiver import RawReceiver, Reply
 
 STRICT = URLPolicy()
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 real_getaddrinfo = socket.getaddrinfo
 
 
@@ -233,6 +237,132 @@ def test_connections_are_reused_within_the_deadline(settings, make_target, user,
     for n in range(3):
         send_event("project.update", {"n": n}, owner=user)
     assert Delivery.objects.filter(status="succeeded").count() == 3
+
+
+# The total deadline, from the DNS lookup on. Times asserted are upper bounds only: they
+# show the deadline (0.5 s) was kept, and not the 5 s socket timeouts.
+
+def send(url, *, resolver=None, session=None, total_timeout=0.5):
+    policy = URLPolicy(allowed_networks=LOOPBACK, resolver=resolver)
+    with transport.new_session() as own:
+        return transport.post(url, b"{}", {}, timeout=(5, 5), body_limit=100,
+                              session=session or own, policy=policy,
+                              total_timeout=total_timeout)
+
+
+def slow_resolver(seconds, answered=None):
+    """A getaddrinfo that takes ``seconds``, then gives 127.0.0.1 for every name."""
+    def getaddrinfo(host, port, *args, **kwargs):
+        time.sleep(seconds)
+        if answered is not None:
+            answered.set()
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+    return getaddrinfo
+
+
+def test_a_dns_lookup_that_hangs_meets_the_total_deadline(receiver):
+    port = receiver.server.server_address[1]
+    started = time.monotonic()
+    with pytest.raises(DeliveryTimeout) as info:
+        send(f"http://hangs.test:{port}/hook/", resolver=slow_resolver(5))
+    assert time.monotonic() - started < 2
+    assert str(info.value) == ("The DNS lookup of hangs.test did not finish within the "
+                               "request's total deadline (0.5 s).")
+    assert receiver.requests == []
+
+
+def test_an_address_found_after_the_deadline_is_not_connected_to(receiver):
+    port = receiver.server.server_address[1]
+    answered = threading.Event()
+    with pytest.raises(DeliveryTimeout, match="The DNS lookup of late.test"):
+        send(f"http://late.test:{port}/hook/", resolver=slow_resolver(1, answered))
+    assert answered.wait(5)
+    time.sleep(0.2)  # time enough for a request to arrive, were one made
+    assert receiver.requests == []
+
+
+def test_a_name_that_does_not_resolve_fails_to_connect():
+    def nowhere(host, port, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(DeliveryConnectionError, match="Name or service not known"):
+        send("http://nowhere.test/hook/", resolver=nowhere)
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_a_request_past_its_deadline_before_it_is_sent_is_not_sent(receiver, reused):
+    url = receiver.url + "/hook/"
+    with transport.new_session() as session:
+        if reused:  # a pooled connection, watched from the request on
+            assert send(url, session=session, total_timeout=5).status == 200
+        with pytest.raises(DeliveryTimeout, match=r"total deadline \(1e-06 s\)"):
+            send(url, session=session, total_timeout=0.000001)
+    assert len(receiver.requests) == int(reused)
+
+
+def test_a_connection_never_accepted_meets_the_total_deadline():
+    # A listener whose queue is full: the kernel drops the handshake of any more
+    # connections, and connecting waits for the connect timeout.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        address = listener.getsockname()
+        queued = [socket.socket() for _ in range(3)]
+        for sock in queued:
+            sock.setblocking(False)
+            sock.connect_ex(address)
+        time.sleep(0.1)
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            try:
+                probe.connect(address)
+            except TimeoutError:
+                pass
+            else:
+                pytest.skip("this system completes connections beyond a listener's queue")
+        try:
+            started = time.monotonic()
+            with pytest.raises(DeliveryTimeout, match="total deadline"):
+                send(f"http://127.0.0.1:{address[1]}/hook/")
+            assert time.monotonic() - started < 2
+        finally:
+            for sock in queued:
+                sock.close()
+
+
+def test_a_tls_handshake_never_answered_meets_the_total_deadline():
+    with RawReceiver(lambda connection: None) as silent:  # accepts, then sends nothing
+        started = time.monotonic()
+        with pytest.raises(DeliveryTimeout, match="total deadline"):
+            send(f"https://127.0.0.1:{silent.port}/hook/")
+        assert time.monotonic() - started < 2
+
+
+def test_a_tls_handshake_dripped_slowly_meets_the_total_deadline():
+    def drip(connection):
+        # The head of a 16 KiB handshake record, then the record a byte at a time: every
+        # wait is short, and the handshake would take a quarter of an hour.
+        connection.sendall(b"\x16\x03\x03\x40\x00")
+        while True:
+            connection.sendall(b"\x00")
+            time.sleep(0.05)
+
+    with RawReceiver(drip) as slow:
+        started = time.monotonic()
+        with pytest.raises(DeliveryTimeout, match="total deadline"):
+            send(f"https://127.0.0.1:{slow.port}/hook/")
+        assert time.monotonic() - started < 2
+
+
+def test_lookups_beyond_the_resolver_threads_wait_their_turn():
+    pool = transport._ResolverPool(2)
+    release = threading.Event()
+    busy = [pool.submit(release.wait, 5) for _ in range(2)]
+    waiting = [pool.submit(pow, 2, n) for n in range(4)]
+    given_up = pool.submit(pow, 2, 10)
+    assert given_up.cancel()  # still queued: never run
+    release.set()
+    assert [future.result(timeout=5) for future in waiting] == [1, 2, 4, 8]
+    assert [future.result(timeout=5) for future in busy] == [True, True]
+    assert pool._threads == 2
 
 
 # When a target is saved.

@@ -1,11 +1,9 @@
 """The testing tools: the locmem backend's outbox, scripted answers, capture, assertions,
 the unittest mixin and the pytest plugin."""
 
-from datetime import timedelta
 
 import pytest
 from django.test import TestCase
-from django.utils import timezone
 from standardwebhooks import Webhook
 
 from djwebhooks import send_event, testing
@@ -15,9 +13,25 @@ from djwebhooks.testing import (
     assert_no_webhooks_sent,
     assert_webhook_sent,
     capture_webhooks,
+    fast_forward,
     respond,
 )
 from djwebhooks.worker import Worker
+from tests.helpers import travel
+
+
+@pytest.fixture
+def listen_succeeded():
+    from djwebhooks import signals
+
+    calls = []
+
+    def receiver(**kwargs):
+        calls.append(kwargs)
+
+    signals.delivery_succeeded.connect(receiver, weak=False, dispatch_uid="test-listen")
+    yield calls
+    signals.delivery_succeeded.disconnect(dispatch_uid="test-listen")
 
 
 @pytest.fixture
@@ -89,8 +103,8 @@ def test_scripted_answers_repeat_and_carry_headers(target, user, webhook_outbox)
 def test_a_worker_retries_into_the_outbox(target, user, webhook_outbox):
     respond(connection_error=True)
     [delivery] = send_event("project.update", {}, owner=user)
-    Worker(burst=True, interval=0.01,
-           clock=lambda: timezone.now() + timedelta(seconds=7)).run()
+    travel(7)
+    Worker(burst=True, interval=0.01).run()
     assert [sent.status for sent in webhook_outbox] == [None, 200]
     assert webhook_outbox[1].delivery.attempt == 1
     delivery.refresh_from_db()
@@ -194,3 +208,39 @@ class MixinTests(WebhookTestMixin, TestCase):
 
     def test_nothing_sent(self):
         self.assertNoWebhooksSent()
+
+
+def recipe(user, sent):
+    """The docs' recipe: a first attempt that fails, then a worker making the retry."""
+    respond(status=503)
+    with capture_webhooks() as first:
+        send_event("project.update", {"n": 1}, owner=user)
+    assert [item.status for item in first] == [503]
+    assert fast_forward(10) == 1  # the retry is due 5 s after the failure (± 20 %)
+    with capture_webhooks() as retried:
+        assert Worker(burst=True, interval=0.01).run() == 1
+    sent.extend(first + retried)
+
+
+def test_a_worker_runs_inside_a_plain_django_db_test(target, user, db, listen_succeeded):
+    sent = []
+    recipe(user, sent)
+    assert [item.status for item in sent] == [503, 200]
+    assert sent[0].webhook_id == sent[1].webhook_id
+    assert Delivery.objects.get().status == "succeeded"
+    assert len(listen_succeeded) == 1  # signals are sent: capture_webhooks runs on-commit
+
+
+class WorkerInTestCase(TestCase):
+    def test_a_worker_runs_inside_a_test_case(self):
+        from django.contrib.auth import get_user_model
+
+        from djwebhooks.models import WebhookTarget
+
+        user = get_user_model().objects.create_user("danny")
+        WebhookTarget.objects.create(owner=user, event="project.update",
+                                     target_url="https://hooks.example/x/")
+        sent = []
+        recipe(user, sent)
+        self.assertEqual([item.status for item in sent], [503, 200])
+        self.assertEqual(Delivery.objects.get().status, "succeeded")

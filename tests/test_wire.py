@@ -1,5 +1,6 @@
 """What reaches a real receiver on 127.0.0.1, and what is stored about it."""
 
+import ipaddress
 import json
 import time
 from datetime import datetime, timezone
@@ -9,10 +10,12 @@ import pytest
 from django.db import transaction
 from standardwebhooks import Webhook
 
-from djwebhooks import __version__, send_event
+from djwebhooks import __version__, send_event, transport
+from djwebhooks.exceptions import DeliveryError
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.senders.base import FORM
-from tests.receiver import Reply
+from djwebhooks.ssrf import URLPolicy
+from tests.receiver import RawReceiver, Reply, read_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,7 +124,7 @@ def assert_retry_scheduled(delivery, seconds=5):
     )
     wait = (delivery.next_attempt_at - delivery.attempts.get().created).total_seconds()
     assert seconds * 0.8 - 0.1 <= wait <= seconds * 1.2 + 0.1
-    assert (delivery.locked_by, delivery.locked_until) == ("", None)
+    assert (delivery.claimed_by, delivery.claimed_until) == ("", None)
 
 
 def test_server_error_is_a_recorded_failure(make_target, user, receiver):
@@ -249,5 +252,46 @@ def test_sender_options_given_without_owner_field_read_it_from_settings(make_tar
                                        hash_value="msg_o", payload={"n": 1})
     options = DjangoSenderable.settings_options()
     del options["owner_field"]
-    sender = DjangoSenderable(delivery, options=options, record=False)
+    sender = DjangoSenderable(delivery, options=options)
     assert json.loads(sender.jsonified_payload)["owner"] == "audrey@example.com"
+
+
+LOOPBACK = URLPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+
+
+def post_raw(port):
+    with transport.new_session() as session:
+        return transport.post(f"http://127.0.0.1:{port}/hook/", b"{}", {}, timeout=(5, 5),
+                              body_limit=100, session=session, policy=LOOPBACK)
+
+
+@pytest.mark.parametrize("informational", [
+    [EARLY_HINTS],
+    [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 102 Processing\r\n\r\n", EARLY_HINTS,
+     EARLY_HINTS],
+])
+def test_informational_responses_are_skipped_for_the_answer(informational):
+    def answer(connection):
+        read_request(connection)
+        connection.sendall(b"".join(informational) + b"HTTP/1.1 200 OK\r\nContent-Type: "
+                           b"text/plain\r\nContent-Length: 5\r\n\r\nhello")
+
+    with RawReceiver(answer) as raw:
+        response = post_raw(raw.port)
+    assert (response.status, response.reason, response.body) == (200, "OK", b"hello")
+    assert response.content_type == "text/plain"
+
+
+def test_informational_responses_without_end_are_cut_off():
+    def answer(connection):
+        read_request(connection)
+        while True:  # until the client hangs up
+            connection.sendall(EARLY_HINTS)
+
+    with RawReceiver(answer) as raw, pytest.raises(DeliveryError) as info:
+        post_raw(raw.port)
+    assert type(info.value) is DeliveryError
+    assert str(info.value) == (f"The receiver sent more than "
+                               f"{transport.MAX_INFORMATIONAL_RESPONSES} informational (1xx) "
+                               "responses without a final one.")

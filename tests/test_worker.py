@@ -1,6 +1,7 @@
 """The worker in-process: claiming, leases, retries against real receivers, stopping.
 
-Time is moved forward by giving the worker a clock, never by sleeping through delays.
+Time is moved forward by moving the deliveries' times back (the worker goes by the
+database's clock), never by sleeping through delays.
 """
 
 import threading
@@ -11,10 +12,11 @@ import pytest
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from djwebhooks import send_event, signals
+from djwebhooks import queue, send_event, signals
 from djwebhooks.backends.inline import InlineBackend
 from djwebhooks.models import Delivery, WebhookTarget
-from djwebhooks.worker import Worker, claim
+from djwebhooks.worker import Worker
+from tests.helpers import travel
 from tests.receiver import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,10 +29,15 @@ def database_backend(settings):
 
 
 def run_worker(later=0, **options):
-    """Run a burst worker whose clock is ``later`` seconds ahead; return how many it took."""
+    """Run a burst worker ``later`` seconds from now (the deliveries' times are moved back
+    by that much); return how many deliveries it took."""
     options.setdefault("interval", 0.05)
-    return Worker(burst=True, clock=lambda: timezone.now() + timedelta(seconds=later),
-                  **options).run()
+    travel(later)
+    return Worker(burst=True, **options).run()
+
+
+def claim(claimant, **options):
+    return queue.claim(claimant, **options).ids
 
 
 def seconds_until_next_attempt(delivery):
@@ -50,7 +57,7 @@ def test_database_backend_leaves_sending_to_the_worker(make_target, user, receiv
     assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(
         d.hash_value for d in deliveries
     )
-    assert set(Delivery.objects.values_list("locked_by", "locked_until")) == {("", None)}
+    assert set(Delivery.objects.values_list("claimed_by", "claimed_until")) == {("", None)}
 
 
 def test_failed_attempt_is_retried_when_due(make_target, user, receiver):
@@ -78,7 +85,7 @@ def test_429_with_retry_after(make_target, user, receiver):
     assert 119 <= seconds_until_next_attempt(delivery) <= 121
     assert delivery.reason == "attempt 2 of 8: Retry-After 120"
     assert run_worker(later=60) == 0
-    assert run_worker(later=125) == 1
+    assert run_worker(later=65) == 1
     assert Delivery.objects.get(pk=delivery.pk).status == "succeeded"
 
 
@@ -213,10 +220,10 @@ def test_an_expired_lease_is_taken_over(make_target, user, receiver):
     assert claim("dead-worker", limit=10, lease=60) == [delivery.pk]
 
     assert run_worker(later=30) == 0  # the lease still holds
-    assert run_worker(later=61) == 1
+    assert run_worker(later=31) == 1
     delivery.refresh_from_db()
     assert delivery.status == "succeeded"
-    assert delivery.locked_by == ""
+    assert delivery.claimed_by == ""
 
 
 def test_claim_takes_the_oldest_due_first_and_respects_the_limit(make_target, user):
@@ -227,7 +234,7 @@ def test_claim_takes_the_oldest_due_first_and_respects_the_limit(make_target, us
     assert claim("w", limit=1) == [second.pk]
     assert claim("w", limit=5) == [third.pk]
     assert claim("w", limit=5) == []
-    assert Delivery.objects.get(pk=second.pk).locked_by == "w"
+    assert Delivery.objects.get(pk=second.pk).claimed_by == "w"
 
 
 def test_max_deliveries(make_target, user, receiver):
@@ -253,7 +260,7 @@ def test_stop_lets_in_flight_deliveries_finish(make_target, user, receiver):
     thread.join(5)
     assert not thread.is_alive()
     assert Delivery.objects.filter(status="succeeded").count() == 2
-    assert Delivery.objects.pending().filter(attempt=0, locked_by="").count() == 4
+    assert Delivery.objects.pending().filter(attempt=0, claimed_by="").count() == 4
 
 
 def test_database_errors_while_claiming_are_waited_out(monkeypatch, make_target, user,
@@ -266,9 +273,10 @@ def test_database_errors_while_claiming_are_waited_out(monkeypatch, make_target,
         calls.append(1)
         if len(calls) == 1:
             raise OperationalError("server closed the connection unexpectedly")
-        return claim(*args, **kwargs)
+        return real_claim(*args, **kwargs)
 
-    monkeypatch.setattr("djwebhooks.worker.claim", flaky_claim)
+    real_claim = queue.claim
+    monkeypatch.setattr("djwebhooks.queue.claim", flaky_claim)
     assert run_worker(interval=0.01) == 1
     assert "cannot reach the database" in caplog.text
     assert "the database is back" in caplog.text
@@ -329,31 +337,69 @@ def test_a_failing_target_gets_one_thread_at_most(settings, make_target, user, r
     assert Delivery.objects.filter(event="project.update", status="succeeded").count() == 4
 
 
-def test_a_claim_that_waited_too_long_in_the_queue_is_put_back(monkeypatch, make_target,
-                                                                user, receiver):
-    # With a 1 s lease, a delivery not started within 0.5 s of its claim could still be in
-    # flight when the lease ends, and another worker could send it too: it is put back,
-    # claimed again, and sent once.
-    import djwebhooks.worker
-
-    receiver.default = Reply(delay=0.4)
+def test_a_delivery_whose_claim_could_end_mid_request_is_put_back(settings, monkeypatch,
+                                                                  make_target, user,
+                                                                  receiver):
+    # A request starts only while its claim outlasts its deadline. Here the main thread,
+    # which renews the claims, is held up by a slow signal receiver for longer than the
+    # lease: the deliveries still queued run out of time, are put back unsent, claimed
+    # again once the main thread is free, and sent once each.
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "TOTAL_TIMEOUT": 1.0, "LEASE": 3}
+    receiver.default = Reply(delay=0.6)
     make_target()
-    for n in range(3):
+    for n in range(6):
         send_event("project.update", {"n": n}, owner=user)
     claims = []
+    real_claim = queue.claim
 
     def counting_claim(*args, **kwargs):
-        ids = claim(*args, **kwargs)
-        claims.extend(ids)
-        return ids
+        claim = real_claim(*args, **kwargs)
+        claims.extend(claim.ids)
+        return claim
 
-    monkeypatch.setattr(djwebhooks.worker, "claim", counting_claim)
+    def slow(**kwargs):
+        if not hasattr(slow, "done"):
+            slow.done = True
+            time.sleep(3)
 
-    assert run_worker(concurrency=1, lease=1) == 3
+    monkeypatch.setattr(queue, "claim", counting_claim)
+    signals.delivery_succeeded.connect(slow, dispatch_uid="test-slow-receiver")
+    try:
+        assert run_worker(concurrency=1) == 6
+    finally:
+        signals.delivery_succeeded.disconnect(dispatch_uid="test-slow-receiver")
 
-    assert len(claims) > 3  # at least one was claimed, put back, and claimed again
-    assert len(receiver.requests) == 3
+    assert len(claims) > 6  # some were claimed, put back, and claimed again
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(
+        Delivery.objects.values_list("hash_value", flat=True))
     assert set(Delivery.objects.values_list("status", "attempt")) == {("succeeded", 1)}
+
+
+def test_a_claim_lost_to_another_worker_is_not_sent(settings, make_target, user, receiver):
+    # Another worker took over the queued deliveries (as after an expired lease): the
+    # next heartbeat finds the claims gone, and nothing of theirs is sent from here.
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "TOTAL_TIMEOUT": 2.0, "LEASE": 4,
+                           "READ_TIMEOUT": 2.0}
+    receiver.default = Reply(delay=1.5)  # heartbeats come every second
+    make_target()
+    for n in range(4):
+        send_event("project.update", {"n": n}, owner=user)
+    worker = Worker(concurrency=1, interval=0.05, burst=True)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not receiver.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first = receiver.requests[0].headers["webhook-id"]
+    Delivery.objects.exclude(hash_value=first).update(
+        claimed_by="another-worker", claimed_until=timezone.now() + timedelta(minutes=1))
+    thread.join(10)
+    assert not thread.is_alive()
+
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [first]
+    assert Delivery.objects.get(hash_value=first).status == "succeeded"
+    assert set(Delivery.objects.exclude(hash_value=first).values_list(
+        "status", "attempt", "claimed_by")) == {("pending", 0, "another-worker")}
 
 
 def test_claims_ahead_what_the_threads_send_in_half_a_second():

@@ -44,8 +44,9 @@ def test_burst_sends_what_is_due_and_reports(settings, make_target, user, receiv
     (["--lease", "nan"], "--lease must be a positive number of seconds"),
     (["--lease", "1e300"], "--lease must be a positive number of seconds"),
     (["--lease", "86401"], "--lease must be a positive number of seconds"),
-    (["--worker-id", "w" * 256], r"^--worker-id must be at most 255 characters long; got 256\.$"),
+    (["--worker-id", "w" * 247], r"^--worker-id must be at most 246 characters long; got 247\.$"),
     (["--worker-id", "a\x00b"], r"^--worker-id 'a\\x00b' contains a NUL character\.$"),
+    (["--lease", "35"], r"--lease 35 is too short: .* Give at least 36 seconds."),
 ])
 def test_bad_options_are_explained(args, message):
     with pytest.raises(CommandError, match=message):
@@ -55,6 +56,38 @@ def test_bad_options_are_explained(args, message):
 def test_the_largest_values_are_accepted():
     out = StringIO()
     call_command("webhooks_worker", "--burst", "--interval", "86400", "--lease", "86400",
-                 "--max-deliveries", "99999999999999999999999", "--worker-id", "w" * 255,
+                 "--max-deliveries", "99999999999999999999999", "--worker-id", "w" * 246,
                  stdout=out, stderr=StringIO())
     assert "stopped after 0 deliveries." in out.getvalue()
+
+
+def test_missing_tables_say_to_migrate(settings, monkeypatch):
+    from django.db import connection
+
+    tables = connection.introspection.table_names
+    monkeypatch.setattr(type(connection.introspection), "table_names",
+                        lambda self, cursor=None: [t for t in tables(cursor)
+                                                   if not t.startswith("djwebhooks_")])
+    with pytest.raises(CommandError, match=r"The dj-webhooks tables djwebhooks_delivery, "
+                                           r"djwebhooks_workerheartbeat do not exist in "
+                                           r"database 'default': run 'manage.py migrate'."):
+        call_command("webhooks_worker", "--burst", stdout=StringIO())
+
+
+def test_a_burst_worker_gives_up_after_repeated_database_errors(monkeypatch, caplog):
+    from django.db import OperationalError
+
+    from djwebhooks import queue
+
+    calls = []
+
+    def unreachable(*args, **kwargs):
+        calls.append(1)
+        raise OperationalError("could not connect to server: Connection refused")
+
+    monkeypatch.setattr(queue, "claim", unreachable)
+    with pytest.raises(CommandError, match=r"The database failed 5 times in a row \(could "
+                                           r"not connect to server"):
+        call_command("webhooks_worker", "--burst", "--interval", "0.001", stdout=StringIO(),
+                     stderr=StringIO())
+    assert len(calls) == 5

@@ -21,8 +21,8 @@ import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from djwebhooks.models import Delivery, DeliveryAttempt
-from djwebhooks.senders.orm import send_event
+from djwebhooks import send_event
+from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
 from tests.receiver import Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,15 +124,15 @@ def wait_until(predicate, timeout, message):
         time.sleep(0.01)
 
 
-def create_deliveries(user, count):
-    """Commit ``count`` deliveries of distinct messages to the user's one target."""
+def create_deliveries(user, count, targets=1):
+    """Commit ``count`` distinct messages, each delivered to the user's ``targets`` targets."""
     with transaction.atomic():
         deliveries = [
             delivery
             for number in range(count)
             for delivery in send_event("project.update", {"number": number}, owner=user)
         ]
-    assert len(deliveries) == count
+    assert len(deliveries) == count * targets
     return deliveries
 
 
@@ -178,8 +178,10 @@ def test_killed_worker_deliveries_are_sent_again_after_the_lease(tmp_path, recei
     total = 10
     deliveries = create_deliveries(user, total)
     receiver.default = Reply(delay=1.0)
+    short = {"TOTAL_TIMEOUT": 2, "READ_TIMEOUT": 2}
 
-    with worker(tmp_path, "killed", "--lease", "2", "--concurrency", "4") as killed:
+    with worker(tmp_path, "killed", "--lease", "4", "--concurrency", "4",
+                overrides=short) as killed:
         wait_until(lambda: len(receiver.requests) == 4, 20,
                    lambda: f"receiver got {len(receiver.requests)}\n{killed.describe()}")
         killed.process.send_signal(signal.SIGKILL)
@@ -187,7 +189,7 @@ def test_killed_worker_deliveries_are_sent_again_after_the_lease(tmp_path, recei
 
     # Killed mid-request: every row claimed (the worker claims ahead of its threads), four
     # of them sent, nothing recorded.
-    claimed = Delivery.objects.exclude(locked_until=None)
+    claimed = Delivery.objects.exclude(claimed_until=None)
     assert claimed.count() == total
     assert statuses() == {Delivery.Status.PENDING: total}
     assert not DeliveryAttempt.objects.exists()
@@ -197,9 +199,9 @@ def test_killed_worker_deliveries_are_sent_again_after_the_lease(tmp_path, recei
 
     receiver.default = Reply()
     # Start the next worker only once the claims are free, or --burst would exit past them.
-    expires = max(claimed.values_list("locked_until", flat=True))
+    expires = max(claimed.values_list("claimed_until", flat=True))
     time.sleep(max(0.0, (expires - timezone.now()).total_seconds()) + 0.2)
-    with worker(tmp_path, "next", "--burst") as following:
+    with worker(tmp_path, "next", "--burst", overrides=short) as following:
         assert following.wait(20) == 0, following.describe()
     assert following.processed() == total
 
@@ -210,6 +212,72 @@ def test_killed_worker_deliveries_are_sent_again_after_the_lease(tmp_path, recei
     # The duplicates are exactly the killed worker's requests, sent again with their ids.
     assert {message for message, count in got.items() if count > 1} == in_flight
     assert set(got.values()) == {1, 2}
+
+
+def test_a_killed_workers_deliveries_go_out_within_a_minute(tmp_path, receiver, user,
+                                                            make_target):
+    """Default settings: of two workers sharing 1,000 deliveries, one is killed with
+    SIGKILL mid-run. The survivor renews its own claims; the dead one's expire within one
+    lease (45 s), and the survivor sends them: every delivery has succeeded within 60 s of
+    the kill, and each is recorded as succeeded exactly once."""
+    make_target()
+    total = 1000
+    deliveries = create_deliveries(user, total)
+    receiver.default = Reply(delay=0.01)
+
+    with worker(tmp_path, "killed", "--concurrency", "4") as killed, \
+            worker(tmp_path, "survivor", "--concurrency", "4") as survivor:
+        wait_until(lambda: len(receiver.requests) >= 300, 30,
+                   lambda: f"receiver got {len(receiver.requests)}\n{killed.describe()}")
+        killed.process.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert killed.wait(10) == -signal.SIGKILL
+        held = Delivery.objects.filter(status=Delivery.Status.PENDING).exclude(claimed_by="")
+        assert held.exists(), "the killed worker held nothing: kill it earlier"
+        wait_until(lambda: statuses() == {Delivery.Status.SUCCEEDED: total}, 60,
+                   lambda: f"{statuses()}\n{survivor.describe()}")
+        took = time.monotonic() - killed_at
+        survivor.process.send_signal(signal.SIGTERM)
+        assert survivor.wait(10) == 0, survivor.describe()
+
+    assert took < 60, f"the last delivery succeeded {took:.1f} s after the kill"
+    succeeded = Counter(DeliveryAttempt.objects.filter(success=True)
+                        .values_list("delivery_id", flat=True))
+    assert set(succeeded) == {delivery.pk for delivery in deliveries}
+    assert set(succeeded.values()) == {1}
+    assert set(received_ids(receiver)) == {delivery.hash_value for delivery in deliveries}
+    assert "Traceback" not in survivor.stderr, survivor.describe()
+
+
+def test_four_workers_record_failures_of_many_targets_without_deadlocks(tmp_path, receiver,
+                                                                        user, make_target):
+    """Every attempt fails, so every batch updates the health of several targets, in the
+    order their results came back; four workers recording at once must never wait for
+    each other's target rows in a circle."""
+    targets = [make_target(target_url=f"{receiver.url}/t{n}/") for n in range(8)]
+    receiver.default = Reply(status=500, body=b"down")
+    events = 150
+    create_deliveries(user, events, targets=len(targets))
+    total = events * len(targets)
+    no_retries = {"RETRY_SCHEDULE": []}
+    args = ("--concurrency", "8", "--burst")
+
+    workers = [WorkerProcess(tmp_path, f"w{n}", args, no_retries) for n in range(4)]
+    try:
+        for process in workers:
+            assert process.wait(120) == 0, process.describe()
+    finally:
+        for process in workers:
+            if process.process.poll() is None:
+                process.process.kill()
+
+    for process in workers:
+        assert "deadlock" not in process.stderr.lower(), process.describe()
+        assert "could not record" not in process.stderr, process.describe()
+    assert statuses() == {Delivery.Status.FAILED: total}
+    assert DeliveryAttempt.objects.count() == total
+    assert set(Delivery.objects.values_list("attempt", flat=True)) == {1}
+    assert sum(WebhookTarget.objects.values_list("consecutive_failures", flat=True)) == total
 
 
 def test_sigterm_finishes_in_flight_deliveries_and_claims_no_more(tmp_path, receiver, user,
@@ -241,7 +309,7 @@ def test_sigterm_finishes_in_flight_deliveries_and_claims_no_more(tmp_path, rece
     assert DeliveryAttempt.objects.count() == 4
     unsent = Delivery.objects.exclude(hash_value__in=got)
     assert unsent.count() == total - 4
-    assert set(unsent.values_list("status", "attempt", "locked_by", "locked_until")) == {
+    assert set(unsent.values_list("status", "attempt", "claimed_by", "claimed_until")) == {
         (Delivery.Status.PENDING, 0, "", None)
     }
 

@@ -2,7 +2,9 @@
 
 import logging
 
+from djwebhooks import conf
 from djwebhooks.backends.base import BaseBackend
+from djwebhooks.sending import send_deliveries
 
 logger = logging.getLogger("djwebhooks.backends.inline")
 
@@ -10,9 +12,10 @@ logger = logging.getLogger("djwebhooks.backends.inline")
 class InlineBackend(BaseBackend):
     """Send each delivery in-process as soon as the caller's transaction commits.
 
-    Simple and dependency-free, but the caller waits for every receiver, so a system
-    check warns when it is used with ``DEBUG = False``. A failed attempt is scheduled for
-    retry like any other, and ``webhooks_worker`` makes the retries when it runs.
+    Simple and dependency-free, but the caller waits for the receivers, so a system check
+    warns when it is used with ``DEBUG = False``. One call spends at most
+    ``TOTAL_TIMEOUT`` on its requests: deliveries it has no time left for stay due for
+    ``webhooks_worker``, which also makes the retries of failed attempts.
     """
 
     sends_immediately = True
@@ -22,29 +25,12 @@ class InlineBackend(BaseBackend):
         return None
 
     def enqueue(self, delivery_ids):
-        """Claim the deliveries (so no worker sends them too), send each one now, one after
-        the other, and record the results together."""
-        from djwebhooks.delivery import prepare, record_attempts
-        from djwebhooks.worker import claim, default_worker_id
-
+        """Send the deliveries now, one after the other, within one ``TOTAL_TIMEOUT``."""
         try:
-            claimed = claim(f"inline:{default_worker_id()}", limit=len(delivery_ids),
-                            ids=delivery_ids)
-            ready = prepare(claimed, session=self.session(), record=False)
+            send_deliveries(delivery_ids, budget=conf.get_seconds("TOTAL_TIMEOUT"),
+                            session=self.session())
         except Exception:
             # The caller's work has committed; a failure to send must not undo its
-            # response. The deliveries stay due, for a worker or a replay.
-            logger.exception("Could not prepare webhook deliveries %s.", delivery_ids)
-            return
-        outcomes = []
-        for delivery, sender in ready:
-            try:
-                outcomes.append((delivery, sender.send()))
-            except Exception:
-                logger.exception("Could not deliver webhook delivery %s.", delivery.pk)
-        try:
-            record_attempts(outcomes)
-        except Exception:
-            # Their claims expire after the lease; a worker then sends them again.
-            logger.exception("Could not record webhook deliveries %s.",
-                             [delivery.pk for delivery, _ in outcomes])
+            # response. What was not recorded stays due (or claimed until its lease ends),
+            # for a worker or a replay.
+            logger.exception("Could not send webhook deliveries %s.", delivery_ids)

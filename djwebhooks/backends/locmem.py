@@ -1,6 +1,7 @@
 """``LocmemBackend``: deliveries go to ``djwebhooks.testing.outbox``, not to the network."""
 
 from djwebhooks.backends.inline import InlineBackend
+from djwebhooks.testing.outbox import outbox_session
 
 
 class LocmemBackend(InlineBackend):
@@ -11,6 +12,4 @@ class LocmemBackend(InlineBackend):
     """
 
     def session(self):
-        from djwebhooks.testing import outbox_session
-
         return outbox_session

@@ -8,17 +8,16 @@ attempt: deciding whether and when to try again belongs to the backend, not the 
 
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import timezone
 from functools import cached_property
 from urllib.parse import urlencode
 
 from djwebhooks import signing, transport
+from djwebhooks.encoding import FORM, JSON
 from djwebhooks.exceptions import DeliveryError
 
-JSON = "application/json"
-FORM = "application/x-www-form-urlencoded"
+__all__ = ["FORM", "JSON", "AttemptResult", "Senderable", "isoformat"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,6 @@ class AttemptResult:
     exception: Exception | None = field(default=None, compare=False, repr=False)
 
 
-def basic_hash_function():
-    """Return a new message id: ``msg_`` and a random UUID in hex."""
-    return f"msg_{uuid.uuid4().hex}"
-
-
 def isoformat(moment):
     """Return an aware datetime as ISO 8601 in UTC with a ``Z`` suffix."""
     text = moment.astimezone(timezone.utc).isoformat()
@@ -59,7 +53,7 @@ class Senderable:
         self,
         *,
         url,
-        payload,
+        payload=None,
         event,
         message_id,
         secret,
@@ -73,9 +67,15 @@ class Senderable:
         clock=time.time,
         policy=None,
         total_timeout=transport.DEFAULT_TOTAL_TIMEOUT,
+        payload_json=None,
     ):
+        if payload is None and payload_json is None:
+            raise TypeError("Senderable needs the payload: payload= (a dict) or "
+                            "payload_json= (its JSON text).")
         self._url = url
         self._payload = payload
+        #: The payload's JSON text, sent as it is when given (see get_jsonified_payload).
+        self.payload_json = payload_json
         self.event = event
         self.message_id = message_id
         self.secret = secret
@@ -111,6 +111,8 @@ class Senderable:
 
     def get_payload(self):
         """Return the message's data."""
+        if self._payload is None:
+            self._payload = json.loads(self.payload_json)
         return self._payload
 
     def get_envelope(self):
@@ -121,14 +123,26 @@ class Senderable:
         return envelope
 
     def get_jsonified_payload(self):
-        """Return the envelope serialised as compact JSON."""
-        return json.dumps(
-            self.get_envelope(),
-            cls=self.json_encoder,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        )
+        """Return the envelope serialised as compact JSON.
+
+        When the payload's JSON text was given (``payload_json``) and neither
+        ``get_payload()`` nor ``get_envelope()`` is overridden, that text is the envelope's
+        ``data`` exactly as it is: the receiver gets the JSON the hook's return value was
+        encoded to, key order and number spelling included.
+        """
+        raw = self.payload_json is not None and _inherited(self, "get_payload", "get_envelope")
+        envelope = self.get_envelope() if not raw else self._envelope_without_data()
+        text = json.dumps(envelope, cls=self.json_encoder, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False)
+        if raw:
+            text = f"{text[:-1]}{',' if len(text) > 2 else ''}\"data\":{self.payload_json}}}"
+        return text
+
+    def _envelope_without_data(self):
+        envelope = {"type": self.event, "timestamp": isoformat(self.timestamp)}
+        envelope.update(self.extra)
+        envelope.pop("data", None)
+        return envelope
 
     def get_body(self):
         """Return the request body: the JSON itself, or a form with one ``payload`` field."""
@@ -157,10 +171,24 @@ class Senderable:
         """Called with the :class:`AttemptResult` of every attempt. Override to record it."""
 
     def send(self):
-        """Make one attempt, pass its result to ``notify()``, and return it."""
-        body = self.get_body()
-        sent_at = int(self.clock())
-        headers = self.get_headers(body, sent_at)
+        """Make one attempt, pass its result to ``notify()``, and return it.
+
+        A failure to build the request (a secret that cannot sign, an exception from an
+        overridden method) is a failed attempt like the receiver's failures, with the
+        notification ``Error before sending``: nothing was sent.
+        """
+        try:
+            body = self.get_body()
+            sent_at = int(self.clock())
+            headers = self.get_headers(body, sent_at)
+        except Exception as exc:
+            result = AttemptResult(
+                success=False, response_status=None, response_message="",
+                response_content_type="", error=f"{type(exc).__name__}: {exc}", duration=0,
+                notification="Error before sending", exception=exc,
+            )
+            self.notify(result)
+            return result
         started = time.monotonic()
         try:
             response = transport.post(
@@ -201,3 +229,8 @@ class Senderable:
 
 def _elapsed_ms(started):
     return max(0, round((time.monotonic() - started) * 1000))
+
+
+def _inherited(sender, *names):
+    """True when ``sender``'s class overrides none of the ``Senderable`` methods ``names``."""
+    return all(getattr(type(sender), name) is getattr(Senderable, name) for name in names)

@@ -129,7 +129,8 @@ def receive_webhook(request, webhook):
     """Accept a correctly signed webhook with 200; refuse anything else with 400.
 
     With replay protection, a webhook-id accepted here within the last 10 minutes (twice
-    the timestamp tolerance) is refused: a copy of a request cannot be played again.
+    the timestamp tolerance) gets 200 without this view running again: a sender's retry,
+    or a copy of a request played again, is not processed twice.
     """
     record(request, ReceivedWebhook.Endpoint.RECEIVER, verified=True, status=200,
            envelope=webhook)

@@ -5,11 +5,10 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
-from djwebhooks.delivery import replay
+from djwebhooks.events import replay
 from djwebhooks.management.parsing import check_count, check_text, ids_in_range, parse_since
-from djwebhooks.models import Delivery
+from djwebhooks.models import DatabaseNow, Delivery
 
 BATCH = 100
 #: A pending delivery overdue by this much is not being picked up: no worker runs, or the
@@ -48,7 +47,7 @@ class Command(BaseCommand):
                 check_text(option, value, has=what)
         deliveries = Delivery.objects.failed()
         if stale_pending:
-            deliveries = deliveries | Delivery.objects.due(timezone.now() - STALE_PENDING_AFTER)
+            deliveries = deliveries | Delivery.objects.due(DatabaseNow() - STALE_PENDING_AFTER)
         if since is not None:
             deliveries = deliveries.filter(created__gte=parse_since(since))
         if event is not None:

@@ -3,14 +3,20 @@
 import signal
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
+from djwebhooks import conf
+from djwebhooks.exceptions import WebhookImproperlyConfigured
 from djwebhooks.management.parsing import LONGEST_WAIT, check_seconds, check_text
 from djwebhooks.models import Delivery
-from djwebhooks.worker import Worker
+from djwebhooks.worker import BURST_DATABASE_ERRORS, Worker
 
 #: The most threads one worker process runs; for more deliveries at once, run more
 #: processes. Far beyond it, a process runs out of memory or of threads.
 MAX_CONCURRENCY = 1000
+#: The longest --worker-id: the claimant name it is part of (claimed_by) adds ":" and eight
+#: characters of its own.
+WORKER_ID_MAX_LENGTH = Delivery._meta.get_field("claimed_by").max_length - 9
 
 
 class Command(BaseCommand):
@@ -32,11 +38,11 @@ class Command(BaseCommand):
         parser.add_argument("--max-deliveries", type=int,
                             help="Exit after sending this many deliveries.")
         parser.add_argument("--lease", type=float,
-                            help="Seconds a claimed delivery is held before another worker "
-                            f"may take it (default: DJWEBHOOKS['LEASE'], at most "
-                            f"{LONGEST_WAIT}).")
-        parser.add_argument("--worker-id", help="The name stored on claimed deliveries, at "
-                            "most 255 characters (default: host:pid).")
+                            help="Seconds a claim lasts unless the worker renews it, which "
+                            "it does every few seconds while it runs (default: "
+                            f"DJWEBHOOKS['LEASE'], at most {LONGEST_WAIT}).")
+        parser.add_argument("--worker-id", help="The name of this worker, at most "
+                            f"{WORKER_ID_MAX_LENGTH} characters (default: host:pid).")
 
     def handle(self, *args, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
                lease=None, worker_id=None, verbosity=1, **options):
@@ -50,12 +56,18 @@ class Command(BaseCommand):
             raise CommandError("--max-deliveries must be a positive number.")
         if lease is not None:
             check_seconds("--lease", lease)
+            total = conf.get_seconds("TOTAL_TIMEOUT")
+            if lease < conf.shortest_lease(total):
+                raise CommandError(
+                    f"--lease {lease:g} is too short: a request starts only while its claim "
+                    f"outlasts DJWEBHOOKS['TOTAL_TIMEOUT'] ({total:g} s), so nothing would "
+                    f"be sent. Give at least {conf.shortest_lease(total):g} seconds."
+                )
         if worker_id is not None:
             check_text("--worker-id", worker_id)
-            longest = Delivery._meta.get_field("locked_by").max_length
-            if len(worker_id) > longest:
-                raise CommandError(f"--worker-id must be at most {longest} characters long; "
-                                   f"got {len(worker_id)}.")
+            if len(worker_id) > WORKER_ID_MAX_LENGTH:
+                raise CommandError(f"--worker-id must be at most {WORKER_ID_MAX_LENGTH} "
+                                   f"characters long; got {len(worker_id)}.")
         worker = Worker(concurrency=concurrency, interval=interval, burst=burst,
                         max_deliveries=max_deliveries, lease=lease, worker_id=worker_id)
 
@@ -70,6 +82,15 @@ class Command(BaseCommand):
                               f"(concurrency {concurrency}). Stop with Ctrl-C or SIGTERM.")
         try:
             processed = worker.run()
+        except WebhookImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
+        except DatabaseError as exc:
+            # Only a --burst worker gives up; a long-running one waits the database out.
+            raise CommandError(
+                f"The database failed {BURST_DATABASE_ERRORS} times in a row ({exc}); "
+                "nothing more was sent. Deliveries claimed and not recorded are sent again "
+                "once their lease expires."
+            ) from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

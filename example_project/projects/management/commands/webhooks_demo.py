@@ -399,10 +399,10 @@ def next_step(delivery):
     """Why ``delivery`` is in its status, and when it is tried next; "-" when nothing to say."""
     if delivery.status != Delivery.Status.PENDING:
         return delivery.reason or "-"
-    if delivery.locked_by:
+    if delivery.claimed_by:
         # A worker took it and has not recorded an attempt (yet): it is sent again once
         # the claim expires.
-        return f"claimed by {delivery.locked_by} until {delivery.locked_until:%H:%M:%S}"
+        return f"claimed by {delivery.claimed_by} until {delivery.claimed_until:%H:%M:%S}"
     if delivery.next_attempt_at:
         return f"{delivery.reason or 'due'} (next attempt {delivery.next_attempt_at:%H:%M:%S})"
     return delivery.reason or "-"

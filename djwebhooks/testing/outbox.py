@@ -1,37 +1,19 @@
-"""Testing your webhooks: an outbox like ``django.core.mail.outbox``, scripted answers,
-``capture_webhooks()``, assertions, and a unittest mixin.
+"""The test outbox: ``outbox``, and the session that fills it and answers as scripted.
 
-The pytest fixtures live in ``djwebhooks.pytest_plugin``, loaded by pytest on its own.
+Used by the locmem backend (and, inside ``override_webhooks()``, by every sender).
 """
 
-import contextlib
 import copy
 import json
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from http import HTTPStatus
 from io import BytesIO
 from urllib.parse import parse_qs
 
 import requests
 import urllib3
-from django.test import TestCase, override_settings
-
-from djwebhooks import conf, transport
-
-__all__ = [
-    "SentWebhook",
-    "WebhookTestMixin",
-    "assert_no_webhooks_sent",
-    "assert_webhook_sent",
-    "capture_webhooks",
-    "outbox",
-    "override_webhooks",
-    "reset",
-    "respond",
-]
-
-LOCMEM_BACKEND = "djwebhooks.backends.locmem.LocmemBackend"
 
 #: Every request that would have been sent, oldest first, as ``SentWebhook`` items.
 outbox = []
@@ -140,8 +122,6 @@ class OutboxSession:
 
 
 def _reason(status):
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -149,12 +129,14 @@ def _reason(status):
 
 
 def _find_delivery(message_id, url):
-    from django.db import router
-
-    from djwebhooks.delivery import serialized
+    """A copy of the delivery being sent: the one the sending path is sending on this
+    thread, or else (a ``Senderable`` used on its own) the one the id and URL name."""
+    # Here, not at the top: the testing tools import before Django's apps are ready.
     from djwebhooks.models import Delivery
+    from djwebhooks.sending import current_delivery
 
-    with serialized(router.db_for_read(Delivery)):
+    delivery = current_delivery()
+    if delivery is None:
         delivery = (
             Delivery.objects.select_related("webhook_target")
             .filter(hash_value=message_id, webhook_target__target_url=url)
@@ -189,104 +171,3 @@ def reset():
     """Empty the outbox and forget every scripted answer."""
     outbox.clear()
     outbox_session.reset()
-
-
-@contextlib.contextmanager
-def override_webhooks():
-    """Inside the block, send every webhook to the outbox instead of the network.
-
-    The locmem backend sends first attempts; anything else that sends (a ``Worker`` run in
-    the test, a replay) goes through the outbox too. Usable as a decorator.
-    """
-    webhook_settings = {**conf.user_settings(), "BACKEND": LOCMEM_BACKEND}
-    with override_settings(DJWEBHOOKS=webhook_settings), \
-            transport.override_session(outbox_session):
-        yield outbox
-
-
-@contextlib.contextmanager
-def capture_webhooks(using="default"):
-    """Capture what is sent inside the block, in a list filled when the block ends.
-
-    On-commit callbacks registered inside the block are run at its end, so deliveries made
-    inside a ``TestCase`` (whose transaction never commits) are sent, and captured.
-    """
-    captured = []
-    start = len(outbox)
-    with override_webhooks(), TestCase.captureOnCommitCallbacks(using=using, execute=True):
-        yield captured
-    captured.extend(outbox[start:])
-
-
-def _describe(sent):
-    if not sent:
-        return "No webhook was sent."
-    lines = [f"{len(sent)} webhook{'s were' if len(sent) != 1 else ' was'} sent:"]
-    lines += [f"  {number}. {item}" for number, item in enumerate(sent, 1)]
-    return "\n".join(lines)
-
-
-def _contains(data, expected):
-    return isinstance(data, dict) and all(
-        key in data and data[key] == value for key, value in expected.items()
-    )
-
-
-def assert_webhook_sent(*, event=None, to=None, data_contains=None, count=None, sent=None):
-    """Assert that a webhook matching every criterion given was sent; return the matches.
-
-    ``to`` is the URL; ``data_contains`` a dict whose items must all be in ``data``;
-    ``count`` the exact number of matches expected (at least one when not given). ``sent``
-    is the list to look in (the whole outbox by default). The failure message lists what
-    was sent instead.
-    """
-    sent = outbox if sent is None else sent
-    matches = [
-        item for item in sent
-        if (event is None or item.event == event)
-        and (to is None or item.url == to)
-        and (data_contains is None or _contains(item.data, data_contains))
-    ]
-    if (count is None and not matches) or (count is not None and len(matches) != count):
-        wanted = ", ".join(
-            f"{name}={value!r}"
-            for name, value in (("event", event), ("to", to), ("data_contains", data_contains))
-            if value is not None
-        ) or "any webhook"
-        times = f"exactly {count} time{'s' if count != 1 else ''}" if count is not None \
-            else "at least once"
-        raise AssertionError(
-            f"Expected {wanted} to be sent {times}, found {len(matches)}. {_describe(sent)}"
-        )
-    return matches
-
-
-def assert_no_webhooks_sent(sent=None):
-    """Assert that nothing was sent (to the outbox, or in ``sent``)."""
-    sent = outbox if sent is None else sent
-    if sent:
-        raise AssertionError(f"Expected no webhook to be sent. {_describe(sent)}")
-
-
-class WebhookTestMixin:
-    """For unittest-style tests: each test starts with an empty outbox and sends to it.
-
-    Wrap the code under test in ``capture_webhooks()`` when it runs inside a ``TestCase``
-    transaction: sending happens on commit.
-    """
-
-    def setUp(self):
-        super().setUp()
-        reset()
-        override = override_webhooks()
-        override.__enter__()
-        self.addCleanup(override.__exit__, None, None, None)
-        self.addCleanup(reset)
-
-    def assertWebhookSent(self, **criteria):  # noqa: N802 (unittest's naming)
-        """``assert_webhook_sent()`` as a method."""
-        return assert_webhook_sent(**criteria)
-
-    def assertNoWebhooksSent(self, sent=None):  # noqa: N802
-        """``assert_no_webhooks_sent()`` as a method."""
-        assert_no_webhooks_sent(sent)

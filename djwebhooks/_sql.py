@@ -1,0 +1,436 @@
+"""The statements written by hand, one function each, with the vendor-specific forms side
+by side. Everything else goes through the ORM.
+
+Each function has a fast form for the databases that allow it (PostgreSQL's ``RETURNING``
+and ``unnest``, ``INSERT ... SELECT ... RETURNING``) and a portable one, and the tests run
+each against every database CI has. Times come from the database's own clock
+(``models.DatabaseNow``), never a host's, so hosts whose clocks disagree still agree on
+which claims have expired and which deliveries are due.
+"""
+
+import re
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+from django.db import connections, transaction
+from django.db.models import DurationField, F, Value
+
+from djwebhooks.models import (
+    SQL_NOW,
+    DatabaseNow,
+    Delivery,
+    DeliveryAttempt,
+    WebhookTarget,
+    copy_instance,
+)
+
+PENDING = Delivery.Status.PENDING
+
+
+def now_plus(seconds):
+    """An expression: the database's time now, plus ``seconds``."""
+    return DatabaseNow() + Value(timedelta(seconds=seconds), output_field=DurationField())
+
+
+def db_now(using):
+    """Read the database's clock: an aware datetime in UTC."""
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {_now_sql(connection)}")
+        (value,) = cursor.fetchone()
+    return _aware(value)
+
+
+def _aware(value):
+    """A datetime read by hand (text on SQLite, naive UTC on MySQL) as an aware one."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _now_sql(connection):
+    return SQL_NOW.get(connection.vendor, "CURRENT_TIMESTAMP")
+
+
+def due(queryset):
+    """Narrow a ``Delivery`` queryset to the rows due now that no live claim holds."""
+    return queryset.due()
+
+
+def _quote(using):
+    return connections[using].ops.quote_name
+
+
+def _column(name, model=Delivery):
+    return model._meta.get_field(name).column
+
+
+# Claims
+# ------
+
+
+def claim(using, claimant, *, limit, lease, ids=None, exclude_targets=()):
+    """Claim up to ``limit`` due deliveries (among ``ids`` if given) for ``lease`` seconds;
+    return their ids, those due longest first.
+
+    Rows another transaction has locked are skipped, not waited for, where the database has
+    ``SKIP LOCKED``; the ``UPDATE`` checks again that each row is due and free, so two
+    claimants cannot both take a row anywhere.
+    """
+    connection = connections[using]
+    rows = due(Delivery.objects.using(using))
+    if ids is not None:
+        rows = rows.filter(pk__in=list(ids))
+    if exclude_targets:
+        rows = rows.exclude(webhook_target_id__in=list(exclude_targets))
+    rows = rows.order_by("next_attempt_at", "pk")
+    if connection.vendor == "postgresql":
+        return _claim_returning(using, rows, claimant, limit, lease)
+    if connection.vendor == "sqlite":
+        # Read before the transaction: SQLite cannot turn a reading transaction into a
+        # writing one while another connection writes, but it waits to start a write.
+        candidates = list(rows.values_list("pk", flat=True)[:limit])
+        if not candidates:
+            return []
+    with transaction.atomic(using=using):
+        if connection.vendor != "sqlite":
+            if connection.features.has_select_for_update_skip_locked:
+                rows = rows.select_for_update(skip_locked=True)
+            candidates = list(rows.values_list("pk", flat=True)[:limit])
+            if not candidates:
+                return []
+        due(Delivery.objects.using(using)).filter(pk__in=candidates).update(
+            claimed_by=claimant, claimed_until=now_plus(lease)
+        )
+        return list(
+            Delivery.objects.using(using)
+            .filter(pk__in=candidates, claimed_by=claimant, status=PENDING)
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", flat=True)
+        )
+
+
+def _claim_returning(using, rows, claimant, limit, lease):
+    """PostgreSQL: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``,
+    one statement on the worker's hot path."""
+    connection = connections[using]
+    quote = _quote(using)
+    pk = quote(Delivery._meta.pk.column)
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        # Compiled in the transaction: Django refuses FOR UPDATE outside one.
+        inner = rows.select_for_update(skip_locked=True).values("pk")[:limit]
+        inner_sql, inner_params = inner.query.get_compiler(using).as_sql()
+        cursor.execute(
+            f"UPDATE {quote(Delivery._meta.db_table)} "
+            f"SET {quote(_column('claimed_by'))} = %s, "
+            f"{quote(_column('claimed_until'))} = STATEMENT_TIMESTAMP() + %s "
+            f"WHERE {pk} IN ({inner_sql}) "
+            f"RETURNING {pk}, {quote(_column('next_attempt_at'))}",
+            [claimant, timedelta(seconds=lease), *inner_params],
+        )
+        rows = cursor.fetchall()
+    return [pk for pk, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
+
+
+def renew(using, claimant, ids, lease):
+    """Extend ``claimant``'s claims on ``ids`` by ``lease`` seconds from now; return the ids
+    it still held (the others were lost: expired and taken, or finished)."""
+    if not ids:
+        return set()
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        quote = _quote(using)
+        pk = quote(Delivery._meta.pk.column)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {quote(Delivery._meta.db_table)} "
+                f"SET {quote(_column('claimed_until'))} = STATEMENT_TIMESTAMP() + %s "
+                f"WHERE {pk} = ANY(%s) AND {quote(_column('claimed_by'))} = %s "
+                f"AND {quote(_column('status'))} = %s RETURNING {pk}",
+                [timedelta(seconds=lease), list(ids), claimant, PENDING],
+            )
+            return {pk for (pk,) in cursor.fetchall()}
+    held = Delivery.objects.using(using).filter(pk__in=list(ids), claimed_by=claimant,
+                                                status=PENDING)
+    with transaction.atomic(using=using):
+        held.update(claimed_until=now_plus(lease))
+        return set(held.values_list("pk", flat=True))
+
+
+# Fenced updates
+# --------------
+
+
+def update_rows(using, queryset, fields):
+    """Set ``fields`` on the deliveries ``queryset`` selects; return the ids it changed.
+
+    PostgreSQL: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE) RETURNING``.
+    Elsewhere, in the caller's transaction, a write that changes nothing first locks the
+    matching rows (and takes SQLite's write lock), so the ids then read are the ones the
+    update changes.
+    """
+    connection = connections[using]
+    queryset = queryset.using(using)
+    if connection.vendor == "postgresql":
+        quote = _quote(using)
+        meta = Delivery._meta
+        assignments, params = [], []
+        for name, value in fields.items():
+            field = meta.get_field(name)
+            assignments.append(f"{quote(field.column)} = %s")
+            params.append(field.get_db_prep_save(value, connection))
+        inner = queryset.select_for_update().values("pk")
+        inner_sql, inner_params = inner.query.get_compiler(using).as_sql()
+        pk = quote(meta.pk.column)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
+                f"WHERE {pk} IN ({inner_sql}) RETURNING {pk}",
+                [*params, *inner_params],
+            )
+            return {pk for (pk,) in cursor.fetchall()}
+    queryset.update(claimed_until=F("claimed_until"))
+    ids = set(queryset.values_list("pk", flat=True))
+    if ids:
+        Delivery.objects.using(using).filter(pk__in=ids).update(**fields)
+    return ids
+
+
+def update_held(using, claimant, ids, fields):
+    """Set ``fields`` on those of the deliveries ``ids`` that ``claimant`` still holds
+    (claimed by it, and pending); return their ids."""
+    if not ids:
+        return set()
+    held = Delivery.objects.filter(pk__in=list(ids), claimed_by=claimant, status=PENDING)
+    return update_rows(using, held, fields)
+
+
+# Recording
+# ---------
+
+
+def count_attempts(using, ids):
+    """Add one to each delivery's ``attempt``; return ``{id: (attempt, claimed_by, status)}``
+    as they are after it, for the deliveries that still exist. The rows stay locked until
+    the transaction ends, so the claim read here cannot change before it is acted on."""
+    if not ids:
+        return {}
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        quote = _quote(using)
+        pk, attempt = quote(Delivery._meta.pk.column), quote(_column("attempt"))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {quote(Delivery._meta.db_table)} SET {attempt} = {attempt} + 1 "
+                f"WHERE {pk} = ANY(%s) RETURNING {pk}, {attempt}, "
+                f"{quote(_column('claimed_by'))}, {quote(_column('status'))}",
+                [list(ids)],
+            )
+            return {pk: tuple(rest) for pk, *rest in cursor.fetchall()}
+    rows = Delivery.objects.using(using).filter(pk__in=list(ids))
+    # Write first: the UPDATE takes the row locks (and SQLite's write lock) before the read.
+    rows.update(attempt=F("attempt") + 1)
+    return {pk: (attempt, claimed_by, status) for pk, attempt, claimed_by, status
+            in rows.values_list("pk", "attempt", "claimed_by", "status")}
+
+
+def succeed(using, claimant, ids, fields):
+    """PostgreSQL only: count an attempt and finish the deliveries ``ids`` that
+    ``claimant`` still holds with ``fields``, in one statement; return ``{id: attempt}``
+    for those. Elsewhere returns None, and the caller takes the portable path."""
+    connection = connections[using]
+    if connection.vendor != "postgresql" or not ids:
+        return None
+    quote = _quote(using)
+    meta = Delivery._meta
+    pk, attempt = quote(meta.pk.column), quote(_column("attempt"))
+    assignments = [f"{attempt} = {attempt} + 1"]
+    params = []
+    for name, value in fields.items():
+        field = meta.get_field(name)
+        assignments.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
+            f"WHERE {pk} = ANY(%s) AND {quote(_column('claimed_by'))} = %s "
+            f"AND {quote(_column('status'))} = %s RETURNING {pk}, {attempt}",
+            [*params, list(ids), claimant, PENDING],
+        )
+        return dict(cursor.fetchall())
+
+
+#: The columns of ``DeliveryAttempt`` that ``insert_attempts`` writes, in order.
+ATTEMPT_COLUMNS = ("delivery_id", "attempt", "success", "response_status", "response_message",
+                   "response_content_type", "error", "duration", "notification", "created")
+
+
+def insert_attempts(using, attempts):
+    """Insert ``DeliveryAttempt`` instances (unsaved, with every column set) and give
+    them their ids where the database returns them.
+
+    A multi-row ``INSERT`` rather than ``bulk_create``: the values are plain strings,
+    numbers and booleans, and building and compiling a model instance per row cost more
+    than the database's work for it. PostgreSQL gets one array per column, so the
+    statement's text is the same for every batch size.
+    """
+    if not attempts:
+        return
+    connection = connections[using]
+    meta, quote = DeliveryAttempt._meta, connection.ops.quote_name
+    fields = [meta.get_field(column.removesuffix("_id")) for column in ATTEMPT_COLUMNS]
+    names = [field.attname for field in fields]
+    returning = connection.features.can_return_rows_from_bulk_insert
+    insert = (f"INSERT INTO {quote(meta.db_table)} "
+              f"({', '.join(quote(field.column) for field in fields)}) ")
+    if connection.vendor == "postgresql":
+        casts = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+        chunks = [attempts]
+        statements = [insert + f"SELECT * FROM unnest({casts})"]
+        params = [[[field.get_db_prep_save(getattr(a, field.attname), connection)
+                    if field.attname == "created" else getattr(a, field.attname)
+                    for a in attempts] for field in fields]]
+    else:
+        size = connection.ops.bulk_batch_size(fields, attempts) or len(attempts)
+        chunks = [attempts[start:start + size] for start in range(0, len(attempts), size)]
+        row = f"({', '.join(['%s'] * len(fields))})"
+        statements = [insert + f"VALUES {', '.join([row] * len(chunk))}" for chunk in chunks]
+        created = meta.get_field("created")
+        params = [[created.get_db_prep_save(getattr(a, name), connection)
+                   if name == "created" else getattr(a, name)
+                   for a in chunk for name in names] for chunk in chunks]
+    with connection.cursor() as cursor:
+        for chunk, sql, values in zip(chunks, statements, params, strict=True):
+            if returning:
+                sql += f" RETURNING {quote(meta.pk.column)}"
+            cursor.execute(sql, values)
+            if returning:
+                # In the order of the rows given, as bulk_create relies on too.
+                for attempt, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
+                    attempt.pk = pk
+                    attempt._state.adding, attempt._state.db = False, using
+
+
+# Creating deliveries
+# -------------------
+
+
+def insert_deliveries(using, template, owner_pk, identifier):
+    """Insert a copy of ``template`` (an unsaved ``Delivery``) for every active target of
+    its event, ``owner_pk`` and ``identifier``; return ``[(delivery id, target id, due
+    time)]``, the due time being the database's time of the insert.
+
+    One ``INSERT ... SELECT ... RETURNING`` where the database can return inserted rows
+    (PostgreSQL, SQLite 3.35+, MariaDB 10.5+), whatever the number of targets; elsewhere
+    a query, a bulk insert, and a read of the ids by the unique (message id, target).
+    """
+    connection = connections[using]
+    if not connection.features.can_return_rows_from_bulk_insert:
+        return _insert_then_read(using, template, owner_pk, identifier)
+    sql, fields = _insert_select_sql(using)
+    params = [field.get_db_prep_save(getattr(template, field.attname), connection)
+              for field in fields if field.name != "next_attempt_at"]
+    params += [template.event, owner_pk, identifier, True]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(pk, target_id, _aware(due)) for pk, target_id, due in cursor.fetchall()]
+
+
+@cache
+def _insert_select_sql(using):
+    """The ``INSERT ... SELECT`` statement and the fields it binds, for ``using``.
+
+    Every concrete column the delivery sets is written, except the target (taken from the
+    SELECT) and those left NULL (so no untyped NULL needs a cast). The delivery is due
+    from the database's time now.
+    """
+    connection = connections[using]
+    quote = _quote(using)
+    meta, target_meta = Delivery._meta, WebhookTarget._meta
+    target_fk = meta.get_field("webhook_target")
+    example = Delivery(event="", payload_json="{}", hash_value="",
+                       next_attempt_at=datetime.now(UTC), created=datetime.now(UTC),
+                       modified=datetime.now(UTC))
+    fields = [
+        field for field in meta.concrete_fields
+        if field is not meta.pk and field is not target_fk
+        and getattr(example, field.attname) is not None
+    ]
+    columns = ", ".join(quote(field.column) for field in [*fields, target_fk])
+    now = _now_sql(connection).replace("%", "%%")
+    placeholders = ", ".join(now if field.name == "next_attempt_at" else "%s"
+                             for field in fields)
+    table, target_table = quote(meta.db_table), quote(target_meta.db_table)
+    target_pk = f"{target_table}.{quote(target_meta.pk.column)}"
+    conditions = " AND ".join(
+        f"{target_table}.{quote(target_meta.get_field(name).column)} = %s"
+        for name in ("event", "owner", "identifier", "is_active")
+    )
+    sql = (
+        f"INSERT INTO {table} ({columns}) SELECT {placeholders}, {target_pk} "
+        f"FROM {target_table} WHERE {conditions} "
+        f"RETURNING {quote(meta.pk.column)}, {quote(target_fk.column)}, "
+        f"{quote(meta.get_field('next_attempt_at').column)}"
+    )
+    return sql, fields
+
+
+def _insert_then_read(using, template, owner_pk, identifier):
+    target_ids = list(
+        WebhookTarget.objects.using(using).filter(
+            event=template.event, owner_id=owner_pk, identifier=identifier, is_active=True
+        ).values_list("pk", flat=True)
+    )
+    if not target_ids:
+        return []
+    rows = []
+    for target_id in target_ids:
+        row = copy_instance(template)
+        row.webhook_target_id = target_id
+        row.next_attempt_at = DatabaseNow()  # due from the database's time now
+        rows.append(row)
+    Delivery.objects.using(using).bulk_create(rows)
+    return list(
+        Delivery.objects.using(using).filter(
+            hash_value=template.hash_value, webhook_target_id__in=target_ids
+        ).values_list("pk", "webhook_target_id", "next_attempt_at")
+    )
+
+
+# Text from receivers
+# -------------------
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE_UTF8MB3 = re.compile("[\x00\ud800-\udfff\U00010000-\U0010ffff]")
+
+
+def text_cleaner(using):
+    """Return a function that makes text storable in ``using``'s text columns.
+
+    NUL (which PostgreSQL's text cannot hold) and lone surrogates (not valid Unicode)
+    become U+FFFD everywhere; so do characters beyond U+FFFF where the attempts table is
+    in MySQL's 3-byte ``utf8``.
+    """
+    pattern = _UNSTORABLE_UTF8MB3 if astral_unstorable(using) else _UNSTORABLE
+
+    def clean(text):
+        return pattern.sub("\ufffd", text) if text else text
+
+    return clean
+
+
+@cache
+def astral_unstorable(using):
+    """True where characters beyond U+FFFF cannot be stored: MySQL tables in its 3-byte
+    ``utf8``."""
+    connection = connections[using]
+    if connection.vendor != "mysql":
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+            [DeliveryAttempt._meta.db_table, _column("response_message", DeliveryAttempt)],
+        )
+        row = cursor.fetchone()
+    return row is not None and row[0] != "utf8mb4"

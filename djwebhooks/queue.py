@@ -1,0 +1,292 @@
+"""The delivery state machine: claim, renew, release, load, record, finish, make due.
+
+This is the only module that moves a ``Delivery``'s status. Every write that follows a
+claim is fenced: it changes a delivery only while the claimant still holds it and it is
+still pending (``WHERE claimed_by = me AND status = 'pending'``). An outcome that arrives
+after its claim was lost (the lease ran out and another worker took the delivery over) is
+still stored as a ``DeliveryAttempt``, since that request was made, but it moves nothing:
+a delivery that succeeded never becomes pending or failed again.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.db import models, router, transaction
+
+from djwebhooks import _sql, conf, health
+from djwebhooks.models import DatabaseNow, Delivery, DeliveryAttempt, copy_instance
+
+logger = logging.getLogger("djwebhooks.queue")
+
+PENDING, SUCCEEDED = Delivery.Status.PENDING, Delivery.Status.SUCCEEDED
+FAILED, CANCELLED = Delivery.Status.FAILED, Delivery.Status.CANCELLED
+#: The longest error text kept on an attempt; the rest is cut.
+MAX_ERROR_LENGTH = 2000
+
+
+def database():
+    """The database alias deliveries are read from and written to: the one they are
+    written to, so that nothing on the sending path reads from a lagging replica."""
+    return router.db_for_write(Delivery)
+
+
+@dataclass
+class Claim:
+    """Deliveries claimed together, and until when their claim surely lasts."""
+
+    ids: list
+    #: A ``time.monotonic()`` moment before which the database's lease cannot end (taken
+    #: just before the claim was made, so it errs early).
+    expires: float = 0.0
+
+
+def claim(claimant, *, limit, lease=None, ids=None, exclude_targets=()):
+    """Claim up to ``limit`` due deliveries (among ``ids`` if given); return a ``Claim``.
+
+    ``lease`` is in seconds (the ``LEASE`` setting when None). Deliveries to
+    ``exclude_targets`` (target ids) are left for later.
+    """
+    lease = conf.get_seconds("LEASE") if lease is None else lease
+    started = time.monotonic()
+    claimed = _sql.claim(database(), claimant, limit=limit, lease=lease, ids=ids,
+                         exclude_targets=exclude_targets)
+    return Claim(claimed, started + lease)
+
+
+def renew(claimant, ids, *, lease=None):
+    """Extend the claims on ``ids``; return ``(ids still held, monotonic expiry)``."""
+    lease = conf.get_seconds("LEASE") if lease is None else lease
+    started = time.monotonic()
+    return _sql.renew(database(), claimant, ids, lease), started + lease
+
+
+def release(claimant, ids):
+    """Give back the claims on ``ids`` unsent: they are due again at once."""
+    if ids:
+        Delivery.objects.using(database()).filter(
+            pk__in=list(ids), claimed_by=claimant, status=PENDING
+        ).update(claimed_by="", claimed_until=None)
+
+
+def load(claimant, ids):
+    """Return the deliveries ``ids`` that ``claimant`` holds, with their targets and owners,
+    in the order of ``ids``."""
+    found = {
+        delivery.pk: delivery
+        for delivery in Delivery.objects.using(database())
+        .select_related("webhook_target__owner")
+        .filter(pk__in=list(ids), claimed_by=claimant, status=PENDING)
+    }
+    return [found[pk] for pk in ids if pk in found]
+
+
+def finish(claimant, deliveries, status, reason):
+    """End deliveries without an attempt (their target is inactive, or they were
+    cancelled); return those this moved (still held by ``claimant``)."""
+    if not deliveries:
+        return []
+    using = database()
+    reason = reason[:255]
+    with transaction.atomic(using=using):
+        now = _sql.db_now(using)
+        moved = _sql.update_held(using, claimant, [d.pk for d in deliveries], {
+            "status": status, "next_attempt_at": None, "reason": reason, "claimed_by": "",
+            "claimed_until": None, "modified": now,
+        })
+    finished = []
+    for delivery in deliveries:
+        if delivery.pk in moved:
+            delivery.status, delivery.reason, delivery.next_attempt_at = status, reason, None
+            delivery.claimed_by, delivery.claimed_until, delivery.modified = "", None, now
+            logger.info("Delivery %s %s: %s.", delivery.pk, status, reason)
+            finished.append(delivery)
+    return finished
+
+
+@dataclass
+class Recorded:
+    """An attempt as stored, and what it did to its delivery."""
+
+    delivery: Delivery
+    attempt: DeliveryAttempt
+    #: False for a late outcome: the claim was lost, so the delivery was left as it was.
+    moved: bool
+
+
+@dataclass
+class Record:
+    """What ``record()`` stored."""
+
+    recorded: list = field(default_factory=list)
+    #: Target id -> the reason it was disabled by these outcomes.
+    disabled: dict = field(default_factory=dict)
+
+
+def record(claimant, outcomes, *, policy=None):
+    """Store each ``(delivery, AttemptResult)`` outcome as the delivery's next attempt, and
+    move the deliveries ``claimant`` still holds on: succeeded, pending with a retry time
+    (``policy``, a ``RetryPolicy``; from settings when None), or failed.
+
+    One transaction for the whole batch: the attempts are inserted together, the
+    deliveries updated together, each target's health counted once. Text from receivers
+    is made storable. Outcomes whose delivery no longer exists (its target was deleted)
+    are left out, with a log line. The deliveries must be distinct. Returns a ``Record``.
+    """
+    if not outcomes:
+        return Record()
+    policy = policy or conf.get_retry_policy()
+    using = database()
+    clean = _sql.text_cleaner(using)
+    successes, failures = {}, []
+    for delivery, result in outcomes:
+        if result.success:
+            successes.setdefault(result.response_status, []).append(delivery.pk)
+        else:
+            failures.append(delivery.pk)
+    with transaction.atomic(using=using):
+        now = _sql.db_now(using)
+        numbers, held, portable = {}, set(), {}
+        for status, ids in successes.items():
+            # PostgreSQL numbers the attempt and finishes the delivery in one statement.
+            done = _sql.succeed(using, claimant, ids, _succeeded_fields(status, now))
+            if done is not None:
+                numbers.update(done)
+                held.update(done)
+            counted = _sql.count_attempts(using, [pk for pk in ids if pk not in numbers])
+            numbers.update({pk: row[0] for pk, row in counted.items()})
+            if done is None:
+                portable[status] = [pk for pk, row in counted.items() if _holds(row, claimant)]
+                held.update(portable[status])
+        counted = _sql.count_attempts(using, failures)
+        numbers.update({pk: row[0] for pk, row in counted.items()})
+        held.update(pk for pk, row in counted.items() if _holds(row, claimant))
+        present = []
+        for delivery, result in outcomes:
+            if delivery.pk in numbers:
+                present.append((delivery, result))
+            else:
+                logger.warning("Delivery %s no longer exists (its target was deleted); its "
+                               "attempt (%s) is not recorded.", delivery.pk,
+                               result.notification or result.error)
+        attempts = [_attempt_row(delivery, result, numbers[delivery.pk], now, clean)
+                    for delivery, result in present]
+        _sql.insert_attempts(using, attempts)
+        for status, ids in portable.items():
+            # Still held: their rows are locked since they were counted.
+            if ids:
+                Delivery.objects.using(using).filter(pk__in=ids).update(
+                    **_succeeded_fields(status, now))
+        for delivery, _ in present:
+            delivery.attempt = numbers[delivery.pk]
+        moved = [(d, r) for d, r in present if d.pk in held]
+        for delivery, result in moved:
+            _apply(delivery, result, policy, now, clean)
+        _save_failures(using, claimant, [d for d, r in moved if not r.success])
+        tallies = {}
+        for delivery, result in moved:
+            tallies.setdefault(delivery.webhook_target_id, health.TargetTally()).add(
+                delivery, result)
+        disabled = health.record(tallies, using=using, now=now)
+    recorded = [Recorded(delivery, attempt, delivery.pk in held)
+                for (delivery, _), attempt in zip(present, attempts, strict=True)]
+    for item, (_, result) in zip(recorded, present, strict=True):
+        _log(item, result)
+    return Record(recorded, disabled)
+
+
+def _holds(row, claimant):
+    attempt, claimed_by, status = row
+    return claimed_by == claimant and status == PENDING
+
+
+def _succeeded_fields(response_status, now):
+    """The fields of a delivery that succeeded."""
+    return {"status": SUCCEEDED, "success": True, "response_status": response_status,
+            "next_attempt_at": None, "reason": "", "claimed_by": "", "claimed_until": None,
+            "modified": now}
+
+
+_ATTEMPT_TEMPLATE = DeliveryAttempt(attempt=0)
+
+
+def _attempt_row(delivery, result, number, now, clean):
+    attempt = copy_instance(_ATTEMPT_TEMPLATE)
+    attempt.__dict__.update(
+        delivery_id=delivery.pk, attempt=number, success=result.success,
+        response_status=result.response_status,
+        response_message=clean(result.response_message),
+        response_content_type=clean(result.response_content_type)[:255],
+        error=clean(result.error)[:MAX_ERROR_LENGTH], duration=result.duration,
+        notification=clean(result.notification)[:255], created=now,
+    )
+    return attempt
+
+
+def _apply(delivery, result, policy, now, clean):
+    """Set the delivery's fields after its attempt ended with ``result``."""
+    if result.success:
+        fields = _succeeded_fields(result.response_status, now)
+    else:
+        decision = policy.decide(delivery.attempt, now=now, status=result.response_status,
+                                 exception=result.exception, retry_after=result.retry_after)
+        fields = {
+            "status": PENDING if decision.retry else FAILED, "success": False,
+            "response_status": result.response_status, "next_attempt_at": decision.retry_at,
+            "reason": clean(decision.reason)[:255], "claimed_by": "", "claimed_until": None,
+            "modified": now,
+        }
+    for name, value in fields.items():
+        setattr(delivery, name, value)
+
+
+_STATE_FIELDS = ("status", "success", "response_status", "next_attempt_at", "reason",
+                 "claimed_by", "claimed_until", "modified")
+
+
+def _save_failures(using, claimant, deliveries):
+    """Write the failed deliveries' new states: one UPDATE per distinct state, and one CASE
+    statement for the retries that each have their own time (jitter)."""
+    groups = {}
+    for delivery in deliveries:
+        state = (delivery.status, delivery.response_status, delivery.next_attempt_at,
+                 delivery.reason)
+        groups.setdefault(state, []).append(delivery)
+    held = Delivery.objects.using(using).filter(claimed_by=claimant, status=PENDING)
+    singles = [group[0] for group in groups.values() if len(group) == 1]
+    if len(singles) > 1:
+        held.bulk_update(singles, _STATE_FIELDS)
+    for group in groups.values():
+        if len(singles) > 1 and len(group) == 1:
+            continue
+        first = group[0]
+        held.filter(pk__in=[d.pk for d in group]).update(
+            **{name: getattr(first, name) for name in _STATE_FIELDS})
+
+
+def _log(item, result):
+    delivery = item.delivery
+    if not item.moved:
+        logger.warning("Delivery %s attempt %s came back after its claim was lost: %s "
+                       "(kept as an attempt; the delivery is left as it is).", delivery.pk,
+                       item.attempt.attempt, result.notification or result.error)
+        return
+    log = logger.info if result.success else logger.warning
+    log("Delivery %s (%s, %s) attempt %s: %s; %s", delivery.pk, delivery.event,
+        delivery.hash_value, item.attempt.attempt, item.attempt.notification
+        or item.attempt.error, delivery.reason or delivery.status)
+
+
+def make_due(ids):
+    """Make the deliveries ``ids`` pending and due now, as a replay does, except those a
+    live claim holds (a worker is sending them right now); return the ids made due."""
+    using = database()
+    with transaction.atomic(using=using):
+        now = _sql.db_now(using)
+        free = Delivery.objects.using(using).filter(pk__in=list(ids)).filter(
+            models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=DatabaseNow())
+        )
+        return sorted(_sql.update_rows(using, free, {
+            "status": PENDING, "next_attempt_at": now, "reason": "replayed",
+            "claimed_by": "", "claimed_until": None, "modified": now,
+        }))

@@ -1,0 +1,281 @@
+"""The one path from a claim to a record: ``send_deliveries()``, and the steps it takes.
+
+Claim the deliveries, load them with their targets, send ``delivery_sending`` (which may
+cancel one), build each request, send it, record every outcome (fenced), and announce what
+changed once it is committed. Every backend runs deliveries through ``send_deliveries``;
+the database worker runs the same steps (``prepare``, ``send``, ``record``), batching them
+across its threads.
+
+Nothing a receiver or the project's own code does escapes these steps: an exception while
+preparing or building a request becomes a failed attempt (retried on the schedule), text
+from receivers is made storable, and an outcome that cannot be stored with its batch is
+stored on its own.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from functools import partial
+
+from django.db import DatabaseError, connections, transaction
+
+from djwebhooks import conf, queue, signals
+from djwebhooks.exceptions import CancelDelivery
+from djwebhooks.models import Delivery, WebhookTarget
+from djwebhooks.senders.base import AttemptResult
+from djwebhooks.senders.orm import DjangoSenderable
+
+logger = logging.getLogger("djwebhooks.sending")
+
+#: A request is not started with less time than this left in a call's budget.
+MIN_REQUEST_SECONDS = 1.0
+
+_local = threading.local()
+
+
+def default_claimant(kind="inline"):
+    """A claimant name unique to this call: ``kind:host:pid:random``."""
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None):
+    """Send the deliveries ``delivery_ids`` that are due, one after the other, and record
+    each outcome; return the ``(delivery, AttemptResult)`` pairs recorded.
+
+    The deliveries are claimed first, under ``claimant`` (a name unique to this call when
+    None), so no one else sends them meanwhile; ids that are not due, or that another
+    claimant holds, are skipped. ``budget`` bounds the call in seconds: a request is
+    started only while at least a second of it is left (or half ``TOTAL_TIMEOUT``, if
+    shorter),
+    its deadline cut to what is left,
+    and deliveries not started are given back, due, for a worker. A request is never
+    started unless the claim outlasts its deadline (the claim is renewed when needed).
+    ``session`` is the HTTP session to send with (each thread's pooled one when None).
+    Never raises for a receiver's failure; a database error propagates, leaving what was
+    not recorded to be sent again once its claim expires.
+    """
+    claimant = claimant or default_claimant()
+    ids = list(dict.fromkeys(delivery_ids))
+    if not ids:
+        return []
+    lease = conf.get_seconds("LEASE")
+    total = conf.get_seconds("TOTAL_TIMEOUT")
+    claim = queue.claim(claimant, limit=len(ids), ids=ids, lease=lease)
+    if not claim.ids:
+        return []
+    ready, outcomes = prepare(queue.load(claimant, claim.ids), claimant=claimant,
+                              session=session)
+    end = None
+    unsent = []
+    lost = set()
+    for index, item in enumerate(ready):
+        now = time.monotonic()
+        if end is None and budget is not None:
+            end = now + budget  # the budget is for the requests, from the first one on
+        left = None if end is None else end - now
+        if left is not None and left < min(MIN_REQUEST_SECONDS, total / 2):
+            unsent = [later.delivery.pk for later in ready[index:]]
+            break
+        deadline = total if left is None else min(total, left)
+        if claim.expires - now < deadline:
+            rest = [later.delivery.pk for later in ready[index:] if later.delivery.pk
+                    not in lost]
+            held, claim.expires = queue.renew(claimant, rest, lease=lease)
+            lost.update(set(rest) - held)
+        if item.delivery.pk in lost:
+            logger.info("Delivery %s is no longer held by %s; not sending it.",
+                        item.delivery.pk, claimant)
+            continue
+        outcomes.append((item.delivery, send(item, total_timeout=deadline)))
+    record(claimant, outcomes)
+    queue.release(claimant, unsent)
+    return outcomes
+
+
+class Ready:
+    """A delivery whose request is built and may be sent."""
+
+    __slots__ = ("delivery", "sender")
+
+    def __init__(self, delivery, sender):
+        self.delivery = delivery
+        self.sender = sender
+
+
+def prepare(deliveries, *, claimant, session=None, options=None, hold=None):
+    """Make senders for loaded, claimed deliveries; return ``(ready, outcomes)``.
+
+    Deliveries whose target is inactive fail, and those a ``delivery_sending`` receiver
+    cancels are cancelled, without a request; both are finished here. Any other exception
+    while preparing (from a receiver, or building the sender) is returned as a failed
+    outcome to record, so it is retried on the schedule. ``hold(delivery)`` returning True
+    gives a delivery back, unsent, for later. ``options`` are the senders' settings (read
+    once here when None).
+    """
+    if options is None and deliveries:
+        try:
+            options = DjangoSenderable.settings_options()
+        except Exception:
+            options = None  # a bad setting: each delivery meets it below, and records it
+    ready, outcomes, inactive, cancelled, held = [], [], [], [], []
+    for delivery in deliveries:
+        if not delivery.webhook_target.is_active:
+            inactive.append(delivery)
+            continue
+        if hold is not None and hold(delivery):
+            held.append(delivery.pk)
+            continue
+        try:
+            signals.delivery_sending.send(sender=Delivery, delivery=delivery)
+            sender = DjangoSenderable(delivery, session=session, options=options)
+        except CancelDelivery as exc:
+            cancelled.append((delivery, f"cancelled: {exc}"))
+        except Exception as exc:
+            logger.exception("Delivery %s could not be prepared for sending.", delivery.pk)
+            outcomes.append((delivery, failed_before_sending(exc)))
+        else:
+            ready.append(Ready(delivery, sender))
+    failed = queue.finish(claimant, inactive, queue.FAILED,
+                          "target is inactive; nothing was sent")
+    if failed:
+        transaction.on_commit(partial(_announce_failed, failed), using=queue.database())
+    for delivery, reason in cancelled:
+        queue.finish(claimant, [delivery], queue.CANCELLED, reason)
+    queue.release(claimant, held)
+    return ready, outcomes
+
+
+def failed_before_sending(exc, notification="Error before sending"):
+    """The ``AttemptResult`` of an attempt that ended with ``exc`` before any request."""
+    return AttemptResult(success=False, response_status=None, response_message="",
+                         response_content_type="", error=f"{type(exc).__name__}: {exc}",
+                         duration=0, notification=notification, exception=exc)
+
+
+def send(item, *, total_timeout=None):
+    """Send one ``Ready`` delivery; return its ``AttemptResult``. Never raises, and never
+    touches the database: safe on any thread."""
+    _local.delivery = item.delivery
+    try:
+        if total_timeout is not None:
+            item.sender.total_timeout = min(item.sender.total_timeout, total_timeout)
+        return item.sender.send()
+    except Exception as exc:
+        # Senders turn the receiver's failures into results; this came from the sender
+        # itself (a subclass's method, a bug), before or after the request.
+        logger.exception("The sender of delivery %s failed.", item.delivery.pk)
+        return failed_before_sending(exc, notification="Sender error")
+    finally:
+        _local.delivery = None
+
+
+def current_delivery():
+    """The ``Delivery`` this thread is sending right now (for test doubles), or None."""
+    return getattr(_local, "delivery", None)
+
+
+def record(claimant, outcomes, *, policy=None):
+    """Record ``(delivery, AttemptResult)`` outcomes (``queue.record``) and announce what
+    they changed once committed; return the ``queue.Record``.
+
+    When the batch cannot be stored, each outcome is stored on its own, so that one that
+    the database refuses cannot take the others with it; one refused even alone is stored
+    as an attempt that says so, without the receiver's text. A lost connection is not
+    retried here: it propagates.
+    """
+    if not outcomes:
+        return queue.Record()
+    try:
+        stored = queue.record(claimant, outcomes, policy=policy)
+    except DatabaseError:
+        if not _reachable():
+            raise
+        if len(outcomes) == 1:
+            stored = _record_alone(claimant, outcomes[0], policy)
+        else:
+            logger.exception("%s outcomes could not be recorded together; recording them "
+                             "one by one.", len(outcomes))
+            stored = queue.Record()
+            for outcome in outcomes:
+                one = _record_alone(claimant, outcome, policy)
+                stored.recorded += one.recorded
+                stored.disabled.update(one.disabled)
+    _announce_on_commit(stored)
+    return stored
+
+
+def _record_alone(claimant, outcome, policy):
+    delivery, result = outcome
+    try:
+        return queue.record(claimant, [outcome], policy=policy)
+    except DatabaseError as exc:
+        if not _reachable():
+            raise
+        logger.exception("The outcome of delivery %s could not be stored; storing that "
+                         "instead.", delivery.pk)
+        plain = AttemptResult(
+            success=result.success, response_status=result.response_status,
+            response_message="", response_content_type="",
+            error=f"The outcome of this attempt could not be stored: {type(exc).__name__}",
+            duration=result.duration, notification="Outcome not storable",
+            retry_after="", exception=result.exception,
+        )
+        return queue.record(claimant, [(delivery, plain)], policy=policy)
+
+
+def _announce_on_commit(stored):
+    if stored.recorded or stored.disabled:
+        transaction.on_commit(partial(_announce, stored), using=queue.database())
+
+
+def _announce(stored):
+    """Send the signals of recorded outcomes; a receiver that raises is logged, and the
+    others are still told (the attempts are recorded whatever happens)."""
+    for item in stored.recorded:
+        if not item.moved:
+            continue  # a late outcome changed nothing
+        delivery = item.delivery
+        if delivery.status == Delivery.Status.SUCCEEDED:
+            _safely(signals.delivery_succeeded, Delivery, delivery=delivery,
+                    attempt=item.attempt)
+        elif delivery.status == Delivery.Status.FAILED:
+            _safely(signals.delivery_failed, Delivery, delivery=delivery,
+                    attempt=item.attempt, reason=delivery.reason)
+    for target_id, reason in stored.disabled.items():
+        # The target may have been deleted since; then there is no one to tell.
+        target = WebhookTarget.objects.using(queue.database()).filter(pk=target_id).first()
+        if target is not None:
+            _safely(signals.target_disabled, WebhookTarget, target=target, reason=reason)
+
+
+def _announce_failed(deliveries):
+    for delivery in deliveries:
+        _safely(signals.delivery_failed, Delivery, delivery=delivery, attempt=None,
+                reason=delivery.reason)
+
+
+def _safely(signal, sender, **kwargs):
+    """Send ``signal``, logging (never raising) what a receiver raises."""
+    for receiver, response in signal.send_robust(sender=sender, **kwargs):
+        if isinstance(response, Exception):
+            logger.error("A %s receiver (%r) raised for %s.", _name(signal), receiver,
+                         kwargs.get("delivery") or kwargs.get("target"),
+                         exc_info=(type(response), response, response.__traceback__))
+
+
+def _name(signal):
+    return next((name for name in ("delivery_succeeded", "delivery_failed", "target_disabled")
+                 if getattr(signals, name) is signal), "signal")
+
+
+def _reachable():
+    """After a database error: whether the database still answers (it refused a statement)
+    or not (the connection is lost, and trying more statements is pointless)."""
+    connection = connections[queue.database()]
+    try:
+        return connection.connection is not None and connection.is_usable()
+    except Exception:
+        return False
