@@ -55,8 +55,29 @@ def test_command_uses_the_retention_setting(settings, history):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--older-than", "a month"], "not a duration"),
+    (["--older-than", ""], "not a duration"),
+    (["--older-than=-1d"], "not a duration"),
     (["--batch-size", "0"], "--batch-size must be a positive number"),
+    (["--older-than", "0s"], r"^--older-than '0s' must be longer than 0; give a duration such "
+     r"as 30d, 12h or 2w\.$"),
+    (["--older-than", "99999999999w"], r"^--older-than '99999999999w' reaches back past the "
+     r"year 1; give a shorter duration such as 30d, 12h or 2w\.$"),
+    (["--older-than", "999999999999999999999d"], "reaches back past the year 1"),
+    (["--older-than", "800000d"], "reaches back past the year 1"),
+    (["--batch-size", "10001"], r"^--batch-size must be a positive number, at most 10000; got "
+     r"10001\.$"),
+    (["--batch-size", "99999999999999999999999"], "at most 10000"),
 ])
-def test_command_refuses_bad_options(args, message, db):
+def test_command_refuses_bad_options(args, message, history):
     with pytest.raises(CommandError, match=message):
         call_command("webhooks_prune", *args, stdout=StringIO())
+    assert Delivery.objects.count() == 8  # nothing deleted
+
+
+def test_command_accepts_the_largest_values(history):
+    out = StringIO()
+    call_command("webhooks_prune", "--older-than", "700000d", "--batch-size", "10000",
+                 stdout=out)
+    assert out.getvalue().strip() == "Deleted 0 finished deliveries."
+    call_command("webhooks_prune", "--older-than", "1d", "--batch-size", "10000", stdout=out)
+    assert "Deleted 3 finished deliveries." in out.getvalue()

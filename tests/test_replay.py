@@ -11,6 +11,7 @@ from django.utils import timezone
 from djwebhooks import send_event
 from djwebhooks.events import replay
 from djwebhooks.management.commands.webhooks_replay import parse_since
+from djwebhooks.management.parsing import duration_seconds, parse_duration
 from djwebhooks.models import Delivery
 from tests.receiver import Reply
 
@@ -151,11 +152,68 @@ def test_filters(make_target, user, other_user, receiver):
         (["--since", "yesterday"], "neither a duration"),
         (["--limit", "0"], "--limit must be a positive number"),
         (["--owner", "nobody"], "no user with username 'nobody'"),
+        (["--since", ""], "neither a duration"),
+        (["--since", "2026-02-30"], r"^--since '2026-02-30' is not a valid date/time \(day is "
+         r"out of range for month\); give one such as 2026-11-28 or 2026-11-28T09:00\.$"),
+        (["--since", "2026-13-01"], r"not a valid date/time \(month must be in 1\.\.12\)"),
+        (["--since", "2026-11-28T25:00"], r"not a valid date/time \(hour must be in 0\.\.23\)"),
+        (["--since", "2026-11-28T09:00+25:00"], r"\(its UTC offset must be less than 24 "
+         r"hours\)"),
+        (["--since", "99999999999w"], r"^--since '99999999999w' reaches back past the year 1; "
+         r"give a shorter duration \(30m, 2h, 3d, 1w\) or a date/time \(2026-11-28 or "
+         r"2026-11-28T09:00\)\.$"),
+        (["--since", "999999999999999999999d"], "reaches back past the year 1"),
+        (["--since", "800000d"], "reaches back past the year 1"),
+        (["--since", "9" * 5000 + "s"], "reaches back past the year 1"),
+        (["--since", "9999-12-31T23:59:59-05:00"], r"^--since '9999-12-31T23:59:59-05:00' is "
+         r"out of range: give a date/time between 0001-01-01 and 9999-12-31 in UTC\.$"),
+        (["--since", "0001-01-01T00:00:00+05:00"], "is out of range"),
+        (["--limit", "-5"], "--limit must be a positive number"),
+        (["--owner", ""], "no user with username ''"),
+        (["--owner", "a\x00b"], r"--owner 'a\\x00b' contains a NUL character"),
+        (["--event", "a\x00b"], r"--event 'a\\x00b' contains a NUL character"),
     ],
 )
 def test_bad_options_are_explained(args, message, db):
     with pytest.raises(CommandError, match=message):
         run(*args)
+
+
+def test_a_date_that_is_out_of_range_in_utc_is_explained(settings, db):
+    settings.TIME_ZONE = "Asia/Tokyo"  # midnight on 0001-01-01 there is still year 0 in UTC
+    with pytest.raises(CommandError, match="'0001-01-01' is out of range"):
+        run("--since", "0001-01-01")
+
+
+def test_the_earliest_and_latest_moments_are_accepted(failed):
+    out, _ = run("--dry-run", "--since", "0001-01-01")
+    assert "Dry run: 1 delivery would be replayed." in out
+    out, _ = run("--dry-run", "--since", "739000d")  # about 2,000 years
+    assert "Dry run: 1 delivery would be replayed." in out
+    out, _ = run("--dry-run", "--since", "9999-12-31T23:59:59")
+    assert "nothing to replay" in out
+
+
+def test_since_without_time_zone_support(failed, settings):
+    settings.USE_TZ = False
+    out, _ = run("--dry-run", "--since", "2000-01-01")
+    assert "Dry run: 1 delivery would be replayed." in out
+    out, _ = run("--dry-run", "--since", "2000-01-01T00:00+02:00")
+    assert "Dry run: 1 delivery would be replayed." in out
+
+
+def test_a_limit_beyond_any_count_replays_everything(failed):
+    out, _ = run("--limit", "99999999999999999999999")
+    assert "Replayed 1 delivery: 1 succeeded" in out
+
+
+@pytest.mark.parametrize("target", ["99999999999999999999999", "9223372036854775808",
+                                    "-99999999999999999999999", "0"])
+def test_a_target_id_no_target_can_have_matches_nothing(failed, target):
+    out, _ = run("--target", target)
+    assert "nothing to replay" in out
+    failed.refresh_from_db()
+    assert failed.status == Delivery.Status.FAILED
 
 
 def test_parse_since():
@@ -165,7 +223,37 @@ def test_parse_since():
     assert parse_since("3d", now) == now - timedelta(days=3)
     assert parse_since("1w", now) == now - timedelta(weeks=1)
     assert parse_since("2026-11-01").isoformat() == "2026-11-01T00:00:00+00:00"
-    assert parse_since("2026-11-01T09:30:00+01:00").isoformat() == "2026-11-01T09:30:00+01:00"
+    # In UTC, whatever the offset given: PostgreSQL takes none of 16 hours or more.
+    assert parse_since("2026-11-01T09:30:00+01:00").isoformat() == "2026-11-01T08:30:00+00:00"
+    assert parse_since("2026-11-01T09:30:00+23:59").isoformat() == "2026-10-31T09:31:00+00:00"
+
+
+def test_parse_duration():
+    assert parse_duration("30s") == timedelta(seconds=30)
+    assert parse_duration(" 15 m ") == timedelta(minutes=15)
+    assert parse_duration("2h") == timedelta(hours=2)
+    assert parse_duration("0003d") == timedelta(days=3)
+    assert parse_duration("1w") == timedelta(weeks=1)
+    assert parse_duration("0s") == timedelta(0)
+    for value in ["", "2", "h", "-1h", "1.5h", "2 hours", "1y"]:
+        assert parse_duration(value) is None
+    assert parse_duration("142857142w") == timedelta(weeks=142857142)
+    with pytest.raises(OverflowError):
+        parse_duration("142857143w")  # past timedelta.max, 999,999,999 days
+    # Far too many digits for Python to read as a number: still longer than any bound.
+    assert duration_seconds("9" * 5000 + "s") == 10**30
+    assert duration_seconds("0" * 5000 + "5m") == 300
+
+
+def test_parse_since_in_a_time_zone(settings):
+    settings.TIME_ZONE = "Asia/Tokyo"
+    assert parse_since("2026-11-01").isoformat() == "2026-10-31T15:00:00+00:00"
+    assert parse_since("2026-11-01T09:30").isoformat() == "2026-11-01T00:30:00+00:00"
+
+
+def test_an_offset_of_a_day_almost_is_accepted(failed):
+    out, _ = run("--dry-run", "--since", "2000-01-01T00:00+23:59")
+    assert "Dry run: 1 delivery would be replayed." in out
 
 
 def test_progress_bar_on_long_runs(make_target, user, receiver):

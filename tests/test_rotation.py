@@ -313,7 +313,8 @@ class TestCommand:
         for secret in before:
             assert secret not in out
 
-    @pytest.mark.parametrize("grace", ["8d", "2w", "169h"])
+    @pytest.mark.parametrize("grace", ["8d", "2w", "169h", "99999999999w",
+                                       "999999999999999999999d", "9" * 5000 + "s"])
     def test_more_than_seven_days_is_refused(self, three_targets, grace):
         with pytest.raises(CommandError, match="longer than 7 days"):
             rotate("--all", "--grace", grace)
@@ -334,6 +335,24 @@ class TestCommand:
         assert refreshed(three_targets[0]).previous_secret == ""
         with pytest.raises(CommandError, match="no user with username 'nobody'"):
             rotate("--owner", "nobody")
+
+    @pytest.mark.parametrize("target", ["99999999999999999999999", "9223372036854775808",
+                                        "-99999999999999999999999"])
+    def test_ids_no_target_can_have_are_unknown(self, three_targets, target):
+        with pytest.raises(CommandError, match=rf"^No webhook target with id {target}; "
+                                               "nothing was rotated\\.$"):
+            rotate("--target", str(three_targets[0].pk), "--target", target)
+        assert refreshed(three_targets[0]).previous_secret == ""
+
+    @pytest.mark.parametrize(("owner", "message"), [
+        ("", "no user with username ''"),
+        ("a\x00b", r"^--owner 'a\\x00b' contains a NUL character, which no username has\.$"),
+    ])
+    def test_an_empty_or_impossible_owner_rotates_nothing(self, three_targets, owner,
+                                                          message):
+        with pytest.raises(CommandError, match=message):
+            rotate("--owner", owner)
+        assert all(refreshed(t).previous_secret == "" for t in three_targets)
 
     def test_one_way_of_choosing_targets_is_required(self, three_targets):
         with pytest.raises(CommandError, match="one of the arguments --target --owner --all"):

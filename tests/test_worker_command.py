@@ -30,11 +30,35 @@ def test_burst_sends_what_is_due_and_reports(settings, make_target, user, receiv
     (["--interval", "0"], "--interval must be a positive number"),
     (["--max-deliveries", "0"], "--max-deliveries must be a positive number"),
     (["--lease", "-1"], "--lease must be a positive number"),
+    (["--concurrency", "1001"], r"^--concurrency must be at most 1000 \(threads in one "
+     r"process\); run more processes to send more at once\.$"),
+    (["--concurrency", "99999999999999999999999"], "--concurrency must be at most 1000"),
+    (["--interval", "nan"], r"^--interval must be a positive number of seconds, at most 86400 "
+     r"\(a day\); got nan\.$"),
+    (["--interval", "inf"], "--interval must be a positive number of seconds"),
+    (["--interval=-inf"], "--interval must be a positive number of seconds"),
+    (["--interval", "1e308"], "--interval must be a positive number of seconds"),
+    (["--interval", "86401"], "--interval must be a positive number of seconds"),
+    (["--lease", "inf"], r"^--lease must be a positive number of seconds, at most 86400 "
+     r"\(a day\); got inf\.$"),
+    (["--lease", "nan"], "--lease must be a positive number of seconds"),
+    (["--lease", "1e300"], "--lease must be a positive number of seconds"),
+    (["--lease", "86401"], "--lease must be a positive number of seconds"),
+    (["--worker-id", "w" * 247], r"^--worker-id must be at most 246 characters long; got 247\.$"),
+    (["--worker-id", "a\x00b"], r"^--worker-id 'a\\x00b' contains a NUL character\.$"),
     (["--lease", "35"], r"--lease 35 is too short: .* Give at least 36 seconds."),
 ])
 def test_bad_options_are_explained(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("webhooks_worker", "--burst", *args, stdout=StringIO())
+
+
+def test_the_largest_values_are_accepted():
+    out = StringIO()
+    call_command("webhooks_worker", "--burst", "--interval", "86400", "--lease", "86400",
+                 "--max-deliveries", "99999999999999999999999", "--worker-id", "w" * 246,
+                 stdout=out, stderr=StringIO())
+    assert "stopped after 0 deliveries." in out.getvalue()
 
 
 def test_missing_tables_say_to_migrate(settings, monkeypatch):

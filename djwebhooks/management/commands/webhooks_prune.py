@@ -1,10 +1,14 @@
 """``manage.py webhooks_prune``: delete old finished deliveries and their attempts."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from djwebhooks import conf
-from djwebhooks.management.commands.webhooks_replay import parse_duration
+from djwebhooks.management.parsing import check_count, parse_age
 from djwebhooks.retention import prune
+
+#: The most deliveries deleted in one transaction: batches are meant to be short, and their
+#: ids are sent as query parameters, of which SQLite takes 32,766 by default (since 3.32).
+MAX_BATCH_SIZE = 10000
 
 
 class Command(BaseCommand):
@@ -18,16 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--older-than", help="A duration: 30d, 12h, 2w. Defaults to "
                             "DJWEBHOOKS['RETENTION'] (30 days).")
         parser.add_argument("--batch-size", type=int, default=1000,
-                            help="Deliveries deleted per transaction (default 1000).")
+                            help="Deliveries deleted per transaction (default 1000, at most "
+                            f"{MAX_BATCH_SIZE}).")
 
     def handle(self, *args, older_than=None, batch_size=1000, verbosity=1, **options):
-        if batch_size < 1:
-            raise CommandError("--batch-size must be a positive number.")
+        check_count("--batch-size", batch_size, most=MAX_BATCH_SIZE)
         if older_than is not None:
-            age = parse_duration(older_than)
-            if age is None:
-                raise CommandError(f"--older-than {older_than!r} is not a duration such as "
-                                   "30d, 12h or 2w.")
+            age = parse_age(older_than, "--older-than", "30d, 12h or 2w")
         else:
             age = conf.get_seconds("RETENTION")
 

@@ -1,49 +1,19 @@
 """``manage.py webhooks_replay``: send failed deliveries again."""
 
-import re
-from datetime import datetime, time, timedelta
+import sys
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 
 from djwebhooks.events import replay
+from djwebhooks.management.parsing import check_count, check_text, ids_in_range, parse_since
 from djwebhooks.models import DatabaseNow, Delivery
 
-DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 BATCH = 100
 #: A pending delivery overdue by this much is not being picked up: no worker runs, or the
 #: process that was to send it stopped.
 STALE_PENDING_AFTER = timedelta(minutes=10)
-
-
-def parse_duration(value):
-    """Return the ``timedelta`` that ``30s``, ``15m``, ``2h``, ``3d`` or ``1w`` names, or None."""
-    match = DURATION_RE.match(value)
-    return timedelta(**{UNITS[match[2]]: int(match[1])}) if match else None
-
-
-def parse_since(value, now=None):
-    """Return the moment ``value`` names: a duration ago (``2h``, ``3d``) or a date/time."""
-    now = now or timezone.now()
-    duration = parse_duration(value)
-    if duration is not None:
-        return now - duration
-    moment = parse_datetime(value)
-    if moment is None:
-        day = parse_date(value)
-        if day is not None:
-            moment = datetime.combine(day, time.min)
-    if moment is None:
-        raise CommandError(
-            f"--since {value!r} is neither a duration (30m, 2h, 3d, 1w) nor a date/time "
-            "(2026-11-28 or 2026-11-28T09:00)."
-        )
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)
-    return moment
 
 
 class Command(BaseCommand):
@@ -68,16 +38,26 @@ class Command(BaseCommand):
 
     def handle(self, *args, since=None, event=None, target=None, owner=None, limit=None,
                stale_pending=False, dry_run=False, verbosity=1, **options):
+        if limit is not None:
+            check_count("--limit", limit)
+            limit = min(limit, sys.maxsize)  # more than any list holds: no limit at all
+        for option, value, what in (("--event", event, "event name"),
+                                    ("--owner", owner, "username")):
+            if value is not None:
+                check_text(option, value, has=what)
         deliveries = Delivery.objects.failed()
         if stale_pending:
             deliveries = deliveries | Delivery.objects.due(DatabaseNow() - STALE_PENDING_AFTER)
-        if since:
+        if since is not None:
             deliveries = deliveries.filter(created__gte=parse_since(since))
-        if event:
+        if event is not None:
             deliveries = deliveries.filter(event=event)
         if target is not None:
-            deliveries = deliveries.filter(webhook_target_id=target)
-        if owner:
+            if ids_in_range(Delivery.webhook_target.field.related_model, [target]):
+                deliveries = deliveries.filter(webhook_target_id=target)
+            else:  # an id no target can have
+                deliveries = deliveries.none()
+        if owner is not None:
             user_model = get_user_model()
             lookup = {user_model.USERNAME_FIELD: owner}
             if not user_model._default_manager.filter(**lookup).exists():
@@ -86,8 +66,6 @@ class Command(BaseCommand):
             deliveries = deliveries.filter(
                 **{f"webhook_target__owner__{user_model.USERNAME_FIELD}": owner}
             )
-        if limit is not None and limit < 1:
-            raise CommandError("--limit must be a positive number.")
         deliveries = deliveries.order_by("created", "pk")
         ids = list(deliveries.values_list("pk", flat=True)[:limit])
         if not ids:

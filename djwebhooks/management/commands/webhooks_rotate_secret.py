@@ -1,11 +1,13 @@
 """``manage.py webhooks_rotate_secret``: give webhook targets new signing secrets."""
 
+from datetime import timedelta
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.timezone import localtime
 
 from djwebhooks import conf
-from djwebhooks.management.commands.webhooks_replay import parse_duration
+from djwebhooks.management.parsing import check_text, duration_seconds, ids_in_range
 from djwebhooks.models import WebhookTarget
 from djwebhooks.rotation import rotate_secrets
 
@@ -83,27 +85,31 @@ def parse_grace(value):
     """Return ``--grace`` as a timedelta (None for the setting); refuse more than 7 days."""
     if value is None:
         return None
-    grace = parse_duration(value)
-    if grace is None:
+    seconds = duration_seconds(value)
+    if seconds is None:
         raise CommandError(f"--grace {value!r} is not a duration such as 30s, 15m, 12h, 3d "
                            "or 1w (0s makes the old secret invalid at once).")
-    if grace.total_seconds() > conf.MAX_ROTATION_GRACE:
+    if seconds > conf.MAX_ROTATION_GRACE:
         raise CommandError(f"--grace {value} is longer than 7 days, the longest an old "
                            "secret may stay valid.")
-    return grace
+    return timedelta(seconds=seconds)
 
 
 def select_targets(ids, owner):
     """Return the targets chosen by ``--target``, ``--owner`` or (neither) ``--all``."""
     targets = WebhookTarget.objects.all()
-    if ids:
-        found = set(targets.filter(pk__in=ids).values_list("pk", flat=True))
+    if ids is not None:
+        # An id beyond what the primary key holds belongs to no target; the database is not
+        # asked about it (SQLite cannot take an integer beyond 64 bits).
+        possible = ids_in_range(WebhookTarget, ids)
+        found = set(targets.filter(pk__in=possible).values_list("pk", flat=True))
         missing = sorted(set(ids) - found)
         if missing:
             listed = ", ".join(map(str, missing))
             raise CommandError(f"No webhook target with id {listed}; nothing was rotated.")
-        return targets.filter(pk__in=ids)
-    if owner:
+        return targets.filter(pk__in=possible)
+    if owner is not None:
+        check_text("--owner", owner, has="username")
         user_model = get_user_model()
         lookup = {user_model.USERNAME_FIELD: owner}
         if not user_model._default_manager.filter(**lookup).exists():

@@ -7,7 +7,16 @@ from django.db import DatabaseError
 
 from djwebhooks import conf
 from djwebhooks.exceptions import WebhookImproperlyConfigured
+from djwebhooks.management.parsing import LONGEST_WAIT, check_seconds, check_text
+from djwebhooks.models import Delivery
 from djwebhooks.worker import BURST_DATABASE_ERRORS, Worker
+
+#: The most threads one worker process runs; for more deliveries at once, run more
+#: processes. Far beyond it, a process runs out of memory or of threads.
+MAX_CONCURRENCY = 1000
+#: The longest --worker-id: the claimant name it is part of (claimed_by) adds ":" and eight
+#: characters of its own.
+WORKER_ID_MAX_LENGTH = Delivery._meta.get_field("claimed_by").max_length - 9
 
 
 class Command(BaseCommand):
@@ -19,10 +28,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--concurrency", type=int, default=4,
-                            help="Deliveries sent at once, each on its own thread (default 4).")
+                            help="Deliveries sent at once, each on its own thread (default 4, "
+                            f"at most {MAX_CONCURRENCY}).")
         parser.add_argument("--interval", type=float, default=1.0,
                             help="Seconds between looks for due deliveries when idle "
-                            "(default 1).")
+                            f"(default 1, at most {LONGEST_WAIT}).")
         parser.add_argument("--burst", action="store_true",
                             help="Exit once nothing is due, instead of waiting for more.")
         parser.add_argument("--max-deliveries", type=int,
@@ -30,28 +40,34 @@ class Command(BaseCommand):
         parser.add_argument("--lease", type=float,
                             help="Seconds a claim lasts unless the worker renews it, which "
                             "it does every few seconds while it runs (default: "
-                            "DJWEBHOOKS['LEASE']).")
-        parser.add_argument("--worker-id", help="The name stored on claimed deliveries "
-                            "(default: host:pid).")
+                            f"DJWEBHOOKS['LEASE'], at most {LONGEST_WAIT}).")
+        parser.add_argument("--worker-id", help="The name of this worker, at most "
+                            f"{WORKER_ID_MAX_LENGTH} characters (default: host:pid).")
 
     def handle(self, *args, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
                lease=None, worker_id=None, verbosity=1, **options):
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
-        if interval <= 0:
-            raise CommandError("--interval must be a positive number of seconds.")
+        if concurrency > MAX_CONCURRENCY:
+            raise CommandError(f"--concurrency must be at most {MAX_CONCURRENCY} (threads in one "
+                               "process); run more processes to send more at once.")
+        check_seconds("--interval", interval)
         if max_deliveries is not None and max_deliveries < 1:
             raise CommandError("--max-deliveries must be a positive number.")
-        if lease is not None and lease <= 0:
-            raise CommandError("--lease must be a positive number of seconds.")
-        if lease is not None and lease < conf.shortest_lease(conf.get_seconds("TOTAL_TIMEOUT")):
-            shortest = conf.shortest_lease(conf.get_seconds("TOTAL_TIMEOUT"))
-            raise CommandError(
-                f"--lease {lease:g} is too short: a request starts only while its claim "
-                f"outlasts DJWEBHOOKS['TOTAL_TIMEOUT'] "
-                f"({conf.get_seconds('TOTAL_TIMEOUT'):g} s), so nothing would be sent. "
-                f"Give at least {shortest:g} seconds."
-            )
+        if lease is not None:
+            check_seconds("--lease", lease)
+            total = conf.get_seconds("TOTAL_TIMEOUT")
+            if lease < conf.shortest_lease(total):
+                raise CommandError(
+                    f"--lease {lease:g} is too short: a request starts only while its claim "
+                    f"outlasts DJWEBHOOKS['TOTAL_TIMEOUT'] ({total:g} s), so nothing would "
+                    f"be sent. Give at least {conf.shortest_lease(total):g} seconds."
+                )
+        if worker_id is not None:
+            check_text("--worker-id", worker_id)
+            if len(worker_id) > WORKER_ID_MAX_LENGTH:
+                raise CommandError(f"--worker-id must be at most {WORKER_ID_MAX_LENGTH} "
+                                   f"characters long; got {len(worker_id)}.")
         worker = Worker(concurrency=concurrency, interval=interval, burst=burst,
                         max_deliveries=max_deliveries, lease=lease, worker_id=worker_id)
 
