@@ -48,3 +48,23 @@ def closed_port_url():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook/"
+
+
+@pytest.fixture
+def listen():
+    """Connect a recorder to a signal for the length of the test."""
+    connected = []
+
+    def connect(signal):
+        calls = []
+
+        def receiver(**kwargs):
+            calls.append(kwargs)
+
+        signal.connect(receiver, weak=False)
+        connected.append((signal, receiver))
+        return calls
+
+    yield connect
+    for signal, receiver in connected:
+        signal.disconnect(receiver)

@@ -23,26 +23,6 @@ SUCCESS = AttemptResult(success=True, response_status=200, response_message="",
 
 
 @pytest.fixture
-def listen():
-    """Connect a recorder to a signal for the length of the test."""
-    connected = []
-
-    def connect(signal):
-        calls = []
-
-        def receiver(**kwargs):
-            calls.append(kwargs)
-
-        signal.connect(receiver, weak=False)
-        connected.append((signal, receiver))
-        return calls
-
-    yield connect
-    for signal, receiver in connected:
-        signal.disconnect(receiver)
-
-
-@pytest.fixture
 def pending(make_target, user, django_capture_on_commit_callbacks):
     """A target and one pending delivery to it, not sent."""
     target = make_target()

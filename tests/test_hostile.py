@@ -307,25 +307,6 @@ def test_a_late_outcome_is_kept_but_never_undoes_a_success(make_target, user, li
     assert len(succeeded) == 1 and failed == []
 
 
-@pytest.fixture
-def listen():
-    connected = []
-
-    def connect(signal):
-        calls = []
-
-        def receiver(**kwargs):
-            calls.append(kwargs)
-
-        signal.connect(receiver, weak=False)
-        connected.append((signal, receiver))
-        return calls
-
-    yield connect
-    for signal, receiver in connected:
-        signal.disconnect(receiver)
-
-
 def test_claims_and_due_times_follow_the_database_clock(monkeypatch, make_target, user,
                                                         receiver):
     # This host's clock is an hour fast: the database's clock still decides what is due.
