@@ -187,7 +187,7 @@ def settings_problems():
         if not _is_positive_duration(value):
             yield key, (
                 f"DJWEBHOOKS[{key!r}] must be a positive number of seconds (or a timedelta), "
-                f"got {value!r}."
+                f"at most ten years, got {value!r}."
             )
     schedule = raw.get("RETRY_SCHEDULE", DEFAULTS["RETRY_SCHEDULE"])
     if not isinstance(schedule, (list, tuple)) or not all(
@@ -195,7 +195,7 @@ def settings_problems():
     ):
         yield "RETRY_SCHEDULE", (
             "DJWEBHOOKS['RETRY_SCHEDULE'] must be a list of positive numbers of seconds (or "
-            f"timedeltas), got {schedule!r}."
+            f"timedeltas), each at most ten years, got {schedule!r}."
         )
     grace = raw.get("SECRET_ROTATION_GRACE", DEFAULTS["SECRET_ROTATION_GRACE"])
     if _is_positive_duration(grace) and _seconds(grace) > MAX_ROTATION_GRACE:
@@ -273,5 +273,10 @@ def _is_duration(value):
     )
 
 
+#: The longest duration a setting may give: a time this far ahead is still a valid date.
+MAX_DURATION = 10 * 365 * 86400
+
+
 def _is_positive_duration(value):
-    return _is_duration(value) and _seconds(value) > 0
+    # NaN compares false with everything, so it fails here too.
+    return _is_duration(value) and 0 < _seconds(value) <= MAX_DURATION
