@@ -52,11 +52,6 @@ def _now_sql(connection):
     return SQL_NOW.get(connection.vendor, "CURRENT_TIMESTAMP")
 
 
-def due(queryset):
-    """Narrow a ``Delivery`` queryset to the rows due now that no live claim holds."""
-    return queryset.due()
-
-
 def _quote(using):
     return connections[using].ops.quote_name
 
@@ -78,7 +73,7 @@ def claim(using, claimant, *, limit, lease, ids=None, exclude_targets=()):
     claimants cannot both take a row anywhere.
     """
     connection = connections[using]
-    rows = due(Delivery.objects.using(using))
+    rows = Delivery.objects.using(using).due()
     if ids is not None:
         rows = rows.filter(pk__in=list(ids))
     if exclude_targets:
@@ -99,7 +94,7 @@ def claim(using, claimant, *, limit, lease, ids=None, exclude_targets=()):
             candidates = list(rows.values_list("pk", flat=True)[:limit])
             if not candidates:
                 return []
-        due(Delivery.objects.using(using)).filter(pk__in=candidates).update(
+        Delivery.objects.using(using).due().filter(pk__in=candidates).update(
             claimed_by=claimant, claimed_until=now_plus(lease)
         )
         return list(

@@ -165,7 +165,7 @@ def test_mysql_claims_read_the_claim_index_not_the_table(target):
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE TABLE {Delivery._meta.db_table}")
         cursor.fetchall()
-    rows = _sql.due(Delivery.objects.all()).order_by("next_attempt_at", "pk")
+    rows = Delivery.objects.due().order_by("next_attempt_at", "pk")
     sql, params = rows.values("pk").query.sql_with_params()
     # MariaDB's ANALYZE runs the query and says how many rows it read (r_rows).
     verb = "ANALYZE" if connection.mysql_is_mariadb else "EXPLAIN"
