@@ -478,14 +478,14 @@ def test_a_message_id_sent_before_raises_and_the_transaction_goes_on(make_target
                                                                      no_dispatch):
     make_target()
     with transaction.atomic():
-        [first] = djwebhooks.send_event("project.update", {}, owner=user, message_id="order-7")
+        djwebhooks.send_event("project.update", {}, owner=user, message_id="order-7")
         with pytest.raises(DuplicateMessageError, match="'order-7' was already sent") as info:
             djwebhooks.send_event("project.update", {}, owner=user, message_id="order-7")
         assert info.value.message_id == "order-7"
         # The transaction is still usable: the savepoint took the failed insert with it.
-        [other] = djwebhooks.send_event("project.update", {}, owner=user, message_id="order-8")
-    assert set(Delivery.objects.values_list("hash_value", flat=True)) == {"order-7", "order-8"}
-    assert first.pk != other.pk
+        djwebhooks.send_event("project.update", {}, owner=user, message_id="order-8")
+    assert sorted(Delivery.objects.values_list("hash_value", flat=True)) == ["order-7",
+                                                                            "order-8"]
 
 
 def test_an_owner_of_another_model_is_refused(make_target, user, no_dispatch):

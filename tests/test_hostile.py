@@ -66,8 +66,8 @@ def test_nul_bytes_and_invalid_utf8_from_a_receiver_are_stored(make_target, user
     # On PostgreSQL text cannot hold NUL: the batch's INSERT used to fail, leaving every
     # delivery in it to be sent again at every lease, for ever.
     with raw_answer(answer) as hostile:
-        bad = make_target(target_url=f"http://127.0.0.1:{hostile.port}/hook/")
-        good = make_target(event="invoice.paid")
+        make_target(target_url=f"http://127.0.0.1:{hostile.port}/hook/")
+        make_target(event="invoice.paid")
         [poisoned] = send_event("project.update", {}, owner=user)
         [fine] = send_event("invoice.paid", {}, owner=user)
         assert run_worker() == 2
@@ -82,7 +82,6 @@ def test_nul_bytes_and_invalid_utf8_from_a_receiver_are_stored(make_target, user
         assert attempt.notification == "500 Bad\ufffdReason"
         assert attempt.response_content_type == "text/\ufffdplain"
     assert Delivery.objects.get(pk=fine.pk).status == "succeeded"
-    assert good.pk != bad.pk
 
 
 def test_characters_beyond_the_bmp_are_stored(make_target, user, receiver):
