@@ -324,11 +324,16 @@ def insert_deliveries(using, template, owner_pk, identifier):
         return _insert_then_read(using, template, owner_pk, identifier)
     sql, fields = _insert_select_sql(using)
     params = [field.get_db_prep_save(getattr(template, field.attname), connection)
-              for field in fields if field.name != "next_attempt_at"]
+              for field in fields if field.name not in _FROM_DATABASE_CLOCK]
     params += [template.event, owner_pk, identifier, True]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [(pk, target_id, _aware(due)) for pk, target_id, due in cursor.fetchall()]
+
+
+#: The columns of a new delivery set from the database's clock: it is due, and handed to
+#: the backend, from the moment it is written.
+_FROM_DATABASE_CLOCK = ("next_attempt_at", "queued_at")
 
 
 @cache
@@ -344,8 +349,8 @@ def _insert_select_sql(using):
     meta, target_meta = Delivery._meta, WebhookTarget._meta
     target_fk = meta.get_field("webhook_target")
     example = Delivery(event="", payload_json="{}", hash_value="",
-                       next_attempt_at=datetime.now(UTC), created=datetime.now(UTC),
-                       modified=datetime.now(UTC))
+                       next_attempt_at=datetime.now(UTC), queued_at=datetime.now(UTC),
+                       created=datetime.now(UTC), modified=datetime.now(UTC))
     fields = [
         field for field in meta.concrete_fields
         if field is not meta.pk and field is not target_fk
@@ -353,7 +358,7 @@ def _insert_select_sql(using):
     ]
     columns = ", ".join(quote(field.column) for field in [*fields, target_fk])
     now = _now_sql(connection).replace("%", "%%")
-    placeholders = ", ".join(now if field.name == "next_attempt_at" else "%s"
+    placeholders = ", ".join(now if field.name in _FROM_DATABASE_CLOCK else "%s"
                              for field in fields)
     table, target_table = quote(meta.db_table), quote(target_meta.db_table)
     target_pk = f"{target_table}.{quote(target_meta.pk.column)}"
@@ -383,6 +388,7 @@ def _insert_then_read(using, template, owner_pk, identifier):
         row = copy_instance(template)
         row.webhook_target_id = target_id
         row.next_attempt_at = DatabaseNow()  # due from the database's time now
+        row.queued_at = DatabaseNow()
         rows.append(row)
     Delivery.objects.using(using).bulk_create(rows)
     return list(

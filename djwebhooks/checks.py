@@ -7,6 +7,7 @@
 - ``djwebhooks.E005`` a ``@hook`` sends an event that is not declared
 - ``djwebhooks.W001`` the inline backend with ``DEBUG = False``
 - ``djwebhooks.W002`` no events are declared
+- ``djwebhooks.W003`` the backend can neither defer retries nor find due deliveries itself
 - ``djwebhooks.E006`` ``LEASE`` is too short for a request of ``TOTAL_TIMEOUT`` to start
 - ``djwebhooks.E007`` ``USE_TZ = False``
 - ``djwebhooks.E008`` a target's signing secret cannot sign (run with ``--database``)
@@ -180,7 +181,8 @@ def check_backend(app_configs=None, **kwargs):
     if not isinstance(getattr(settings, "DJWEBHOOKS", None) or {}, dict):
         return []  # reported once, by check_settings (E001)
     try:
-        backend = load_backend(conf.get_setting("BACKEND"))
+        backend = load_backend(conf.get_setting("BACKEND"),
+                               conf.get_setting("BACKEND_OPTIONS"))
     except WebhookImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="djwebhooks.E004")]
     if isinstance(backend, InlineBackend) and not settings.DEBUG:
@@ -188,13 +190,26 @@ def check_backend(app_configs=None, **kwargs):
             checks.Warning(
                 "dj-webhooks is using the inline backend with DEBUG = False: every request "
                 "that sends a webhook waits for the receivers, and failed attempts are "
-                "retried only if webhooks_worker runs.",
+                "retried only if webhooks_sweep or webhooks_worker runs.",
                 hint="In production, set DJWEBHOOKS['BACKEND'] to "
                 "'djwebhooks.backends.database.DatabaseBackend' and run "
-                "'manage.py webhooks_worker'; or keep the inline backend, run the worker for "
-                "its retries, and silence this check with "
-                "SILENCED_SYSTEM_CHECKS = ['djwebhooks.W001'].",
+                "'manage.py webhooks_worker'; or keep the inline backend, run "
+                "'manage.py webhooks_sweep' every minute for its retries, and silence this "
+                "check with SILENCED_SYSTEM_CHECKS = ['djwebhooks.W001'].",
                 id="djwebhooks.W001",
+            )
+        ]
+    if not (backend.sends_immediately or backend.retries_failures):
+        name = type(backend).__name__
+        return [
+            checks.Warning(
+                f"The webhook backend {name} cannot hold a delivery back until its retry is "
+                "due, and no worker of its own finds due deliveries: failed attempts are "
+                "retried only when webhooks_sweep runs.",
+                hint="Run 'manage.py webhooks_sweep' every minute (cron, or a periodic task), "
+                "or use a backend that can defer (for the Tasks backend: a Tasks backend that "
+                "supports run_after, such as django-tasks-db's).",
+                id="djwebhooks.W003",
             )
         ]
     return []

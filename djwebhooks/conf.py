@@ -23,6 +23,11 @@ DEFAULTS = {
     "EVENTS": {},
     # Dotted path of the class that decides when and where deliveries are sent.
     "BACKEND": "djwebhooks.backends.inline.InlineBackend",
+    # Keyword arguments for the backend class (a queue name, say), as CACHES' OPTIONS.
+    "BACKEND_OPTIONS": {},
+    # Seconds a due delivery may wait, unclaimed, after it was handed to the backend before
+    # ``webhooks_sweep`` hands it over again (a broker lost it, an enqueue failed).
+    "REQUEUE_AFTER": 300,
     # Seconds to wait for the TCP (and TLS) connection to the receiver.
     "CONNECT_TIMEOUT": 5.0,
     # Seconds to wait for the receiver between bytes of its response.
@@ -66,7 +71,8 @@ DEFAULTS = {
 
 #: Settings given in seconds; a ``datetime.timedelta`` is accepted too.
 DURATION_KEYS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "RETRY_AFTER_MAX", "LEASE",
-                 "DISABLE_AFTER", "RETENTION", "TOTAL_TIMEOUT", "SECRET_ROTATION_GRACE")
+                 "DISABLE_AFTER", "RETENTION", "TOTAL_TIMEOUT", "SECRET_ROTATION_GRACE",
+                 "REQUEUE_AFTER")
 #: The longest grace period a rotated secret may have.
 MAX_ROTATION_GRACE = 7 * 86400
 
@@ -252,6 +258,14 @@ def settings_problems():
         value = raw.get(key, DEFAULTS[key])
         if not isinstance(value, str) or not value:
             yield key, f"DJWEBHOOKS[{key!r}] must be a dotted import path, got {value!r}."
+    options = raw.get("BACKEND_OPTIONS", DEFAULTS["BACKEND_OPTIONS"])
+    if not isinstance(options, dict) or not all(
+        isinstance(name, str) and name.isidentifier() for name in options
+    ):
+        yield "BACKEND_OPTIONS", (
+            "DJWEBHOOKS['BACKEND_OPTIONS'] must be a dict of keyword arguments for the "
+            f"backend, such as {{'queue': 'webhooks'}}, got {options!r}."
+        )
     user_agent = raw.get("USER_AGENT")
     if user_agent is not None and (not isinstance(user_agent, str) or "\n" in user_agent):
         yield "USER_AGENT", "DJWEBHOOKS['USER_AGENT'] must be a one-line string or None."

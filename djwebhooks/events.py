@@ -138,7 +138,7 @@ def create_deliveries(event, payload, owner_pk, identifier, message_id, *, funct
     )
     now = timezone.now()
     template = Delivery(event=event, payload_json=payload_json, hash_value=message_id,
-                        next_attempt_at=now, created=now, modified=now)
+                        next_attempt_at=now, queued_at=now, created=now, modified=now)
     if not isinstance(message_id, GeneratedMessageId):
         try:
             with transaction.atomic(using=using):
@@ -162,7 +162,7 @@ def _saved_copy(template, pk, target_id, due, using):
     # foreign key's descriptor has nothing to clear.
     delivery.__dict__[template._meta.pk.attname] = pk
     delivery.__dict__["webhook_target_id"] = target_id
-    delivery.__dict__["next_attempt_at"] = due
+    delivery.__dict__["next_attempt_at"] = delivery.__dict__["queued_at"] = due
     delivery._state.adding, delivery._state.db = False, using
     return delivery
 
@@ -182,7 +182,13 @@ def _enqueue(delivery_ids):
         get_backend().enqueue(delivery_ids)
     except Exception:
         logger.exception("The webhook backend could not take deliveries %s; they stay due "
-                         "in the database for a worker.", _shorten(delivery_ids))
+                         "in the database, for webhooks_sweep or a worker.",
+                         _shorten(delivery_ids))
+        try:
+            queue.unqueued(delivery_ids)  # so the next sweep hands them over at once
+        except Exception:
+            logger.exception("Could not mark deliveries %s as not queued; the sweep hands "
+                             "them over after REQUEUE_AFTER.", _shorten(delivery_ids))
 
 
 def _shorten(ids, limit=20):

@@ -322,6 +322,12 @@ class Delivery(TimeStampedModel):
                     "take it then."),
     )
 
+    queued_at = models.DateTimeField(
+        _("queued at"), null=True, blank=True,
+        help_text=_("When it was last handed to the backend (a retry handed over in "
+                    "advance: the retry's time); empty when no queue holds it."),
+    )
+
     objects = DeliveryQuerySet.as_manager()
 
     class Meta:

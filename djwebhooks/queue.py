@@ -62,11 +62,49 @@ def renew(claimant, ids, *, lease=None):
 
 
 def release(claimant, ids):
-    """Give back the claims on ``ids`` unsent: they are due again at once."""
+    """Give back the claims on ``ids`` unsent: they are due again at once, and no queue
+    holds them (so the next sweep hands them over)."""
     if ids:
         Delivery.objects.using(database()).filter(
             pk__in=list(ids), claimed_by=claimant, status=PENDING
-        ).update(claimed_by="", claimed_until=None)
+        ).update(claimed_by="", claimed_until=None, queued_at=None)
+
+
+def unqueued(ids):
+    """Note that no queue holds the pending deliveries ``ids`` (handing them to the backend
+    failed), so the next sweep hands them over at once."""
+    if ids:
+        Delivery.objects.using(database()).filter(
+            pk__in=list(ids), status=PENDING
+        ).update(queued_at=None)
+
+
+def overdue(*, limit, requeue_after):
+    """Return the ids of up to ``limit`` deliveries that are due, that no one has claimed
+    (or whose claim has expired), and that no queue has been holding for them in the last
+    ``requeue_after`` seconds: those a queue lost, or was never given. Oldest due first.
+
+    Read through the partial index of pending deliveries by due time, so its cost follows
+    the number of pending deliveries, not the size of the table.
+    """
+    now = DatabaseNow()
+    cutoff = _sql.now_plus(-requeue_after)
+    return list(
+        Delivery.objects.using(database())
+        .filter(status=PENDING, next_attempt_at__lte=now)
+        .filter(models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=now))
+        .filter(models.Q(queued_at__isnull=True) | models.Q(queued_at__lt=cutoff))
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def mark_queued(ids):
+    """Note that the pending deliveries ``ids`` were handed to the backend just now."""
+    if ids:
+        Delivery.objects.using(database()).filter(
+            pk__in=list(ids), status=PENDING
+        ).update(queued_at=DatabaseNow())
 
 
 def load(claimant, ids):
@@ -92,13 +130,14 @@ def finish(claimant, deliveries, status, reason):
         now = _sql.db_now(using)
         moved = _sql.update_held(using, claimant, [d.pk for d in deliveries], {
             "status": status, "next_attempt_at": None, "reason": reason, "claimed_by": "",
-            "claimed_until": None, "modified": now,
+            "claimed_until": None, "queued_at": None, "modified": now,
         })
     finished = []
     for delivery in deliveries:
         if delivery.pk in moved:
             delivery.status, delivery.reason, delivery.next_attempt_at = status, reason, None
             delivery.claimed_by, delivery.claimed_until, delivery.modified = "", None, now
+            delivery.queued_at = None
             logger.info("Delivery %s %s: %s.", delivery.pk, status, reason)
             finished.append(delivery)
     return finished
@@ -123,10 +162,14 @@ class Record:
     disabled: dict = field(default_factory=dict)
 
 
-def record(claimant, outcomes, *, policy=None):
+def record(claimant, outcomes, *, policy=None, defer_within=None):
     """Store each ``(delivery, AttemptResult)`` outcome as the delivery's next attempt, and
     move the deliveries ``claimant`` still holds on: succeeded, pending with a retry time
     (``policy``, a ``RetryPolicy``; from settings when None), or failed.
+
+    ``defer_within`` says which retries the caller hands to its backend in advance: those
+    due within that many seconds (``math.inf``: all). Their ``queued_at`` is their retry
+    time; the others' is empty, for the sweep. None hands none over.
 
     One transaction for the whole batch: the attempts are inserted together, the
     deliveries updated together, each target's health counted once. Text from receivers
@@ -181,7 +224,7 @@ def record(claimant, outcomes, *, policy=None):
             delivery.attempt = numbers[delivery.pk]
         moved = [(d, r) for d, r in present if d.pk in held]
         for delivery, result in moved:
-            _apply(delivery, result, policy, now, clean)
+            _apply(delivery, result, policy, now, clean, defer_within)
         _save_failures(using, claimant, [d for d, r in moved if not r.success])
         tallies = {}
         for delivery, result in moved:
@@ -204,7 +247,7 @@ def _succeeded_fields(response_status, now):
     """The fields of a delivery that succeeded."""
     return {"status": SUCCEEDED, "success": True, "response_status": response_status,
             "next_attempt_at": None, "reason": "", "claimed_by": "", "claimed_until": None,
-            "modified": now}
+            "queued_at": None, "modified": now}
 
 
 _ATTEMPT_TEMPLATE = DeliveryAttempt(attempt=0)
@@ -223,25 +266,27 @@ def _attempt_row(delivery, result, number, now, clean):
     return attempt
 
 
-def _apply(delivery, result, policy, now, clean):
+def _apply(delivery, result, policy, now, clean, defer_within):
     """Set the delivery's fields after its attempt ended with ``result``."""
     if result.success:
         fields = _succeeded_fields(result.response_status, now)
     else:
         decision = policy.decide(delivery.attempt, now=now, status=result.response_status,
                                  exception=result.exception, retry_after=result.retry_after)
+        queued = decision.retry and defer_within is not None and (
+            (decision.retry_at - now).total_seconds() <= defer_within)
         fields = {
             "status": PENDING if decision.retry else FAILED, "success": False,
             "response_status": result.response_status, "next_attempt_at": decision.retry_at,
             "reason": clean(decision.reason)[:255], "claimed_by": "", "claimed_until": None,
-            "modified": now,
+            "queued_at": decision.retry_at if queued else None, "modified": now,
         }
     for name, value in fields.items():
         setattr(delivery, name, value)
 
 
 _STATE_FIELDS = ("status", "success", "response_status", "next_attempt_at", "reason",
-                 "claimed_by", "claimed_until", "modified")
+                 "claimed_by", "claimed_until", "queued_at", "modified")
 
 
 def _save_failures(using, claimant, deliveries):
@@ -250,7 +295,7 @@ def _save_failures(using, claimant, deliveries):
     groups = {}
     for delivery in deliveries:
         state = (delivery.status, delivery.response_status, delivery.next_attempt_at,
-                 delivery.reason)
+                 delivery.reason, delivery.queued_at)
         groups.setdefault(state, []).append(delivery)
     held = Delivery.objects.using(using).filter(claimed_by=claimant, status=PENDING)
     singles = [group[0] for group in groups.values() if len(group) == 1]
@@ -288,5 +333,5 @@ def make_due(ids):
         )
         return sorted(_sql.update_rows(using, free, {
             "status": PENDING, "next_attempt_at": now, "reason": "replayed",
-            "claimed_by": "", "claimed_until": None, "modified": now,
+            "claimed_by": "", "claimed_until": None, "queued_at": now, "modified": now,
         }))

@@ -13,6 +13,7 @@ stored on its own.
 """
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -41,7 +42,8 @@ def default_claimant(kind="inline"):
     return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None):
+def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, retry=None,
+                    retry_within=None):
     """Send the deliveries ``delivery_ids`` that are due, one after the other, and record
     each outcome; return the ``(delivery, AttemptResult)`` pairs recorded.
 
@@ -53,6 +55,10 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None):
     due, for a worker. A request never outlives its claim: the claim is renewed when it
     would not outlast the request's deadline.
     ``session`` is the HTTP session to send with (each thread's pooled one when None).
+    ``retry(ids, run_after=when)``, when given, is called once the outcomes are committed
+    for each retry they scheduled that is due within ``retry_within`` seconds (None: any),
+    so a queue can hold it until then (a backend's ``enqueue``); the others stay due in
+    the database, for a sweep or a worker.
     Never raises for a receiver's failure; a database error propagates, leaving what was
     not recorded to be sent again once its claim expires.
     """
@@ -96,7 +102,7 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None):
                         item.delivery.pk, claimant)
             continue
         outcomes.append((item.delivery, send(item, total_timeout=deadline)))
-    record(claimant, outcomes)
+    record(claimant, outcomes, retry=retry, retry_within=retry_within)
     queue.release(claimant, unsent)
     return outcomes
 
@@ -183,9 +189,10 @@ def current_delivery():
     return getattr(_local, "delivery", None)
 
 
-def record(claimant, outcomes, *, policy=None):
+def record(claimant, outcomes, *, policy=None, retry=None, retry_within=None):
     """Record ``(delivery, AttemptResult)`` outcomes (``queue.record``) and announce what
-    they changed once committed; return the ``queue.Record``.
+    they changed once committed; return the ``queue.Record``. ``retry`` and
+    ``retry_within`` are as for ``send_deliveries``.
 
     When the batch cannot be stored, each outcome is stored on its own, so that one that
     the database refuses cannot take the others with it; one refused even alone is stored
@@ -194,29 +201,34 @@ def record(claimant, outcomes, *, policy=None):
     """
     if not outcomes:
         return queue.Record()
+    if retry is None:
+        store = partial(queue.record, policy=policy)
+    else:
+        within = math.inf if retry_within is None else retry_within
+        store = partial(queue.record, policy=policy, defer_within=within)
     try:
-        stored = queue.record(claimant, outcomes, policy=policy)
+        stored = store(claimant, outcomes)
     except DatabaseError:
         if not _reachable():
             raise
         if len(outcomes) == 1:
-            stored = _record_alone(claimant, outcomes[0], policy)
+            stored = _record_alone(claimant, outcomes[0], store)
         else:
             logger.exception("%s outcomes could not be recorded together; recording them "
                              "one by one.", len(outcomes))
             stored = queue.Record()
             for outcome in outcomes:
-                one = _record_alone(claimant, outcome, policy)
+                one = _record_alone(claimant, outcome, store)
                 stored.recorded += one.recorded
                 stored.disabled.update(one.disabled)
-    _announce_on_commit(stored)
+    _announce_on_commit(stored, retry)
     return stored
 
 
-def _record_alone(claimant, outcome, policy):
+def _record_alone(claimant, outcome, store):
     delivery, result = outcome
     try:
-        return queue.record(claimant, [outcome], policy=policy)
+        return store(claimant, [outcome])
     except DatabaseError as exc:
         if not _reachable():
             raise
@@ -229,12 +241,36 @@ def _record_alone(claimant, outcome, policy):
             duration=result.duration, notification="Outcome not storable",
             retry_after="", exception=result.exception,
         )
-        return queue.record(claimant, [(delivery, plain)], policy=policy)
+        return store(claimant, [(delivery, plain)])
 
 
-def _announce_on_commit(stored):
+def _announce_on_commit(stored, retry=None):
     if stored.recorded or stored.disabled:
         transaction.on_commit(partial(_announce, stored), using=queue.database())
+    if retry is not None:
+        retries = {}
+        for item in stored.recorded:
+            delivery = item.delivery
+            if item.moved and delivery.status == Delivery.Status.PENDING and delivery.queued_at:
+                retries.setdefault(delivery.queued_at, []).append(delivery.pk)
+        if retries:
+            transaction.on_commit(partial(_hand_over, retry, retries), using=queue.database())
+
+
+def _hand_over(retry, retries):
+    """Give each scheduled retry to the backend for its time. One it refuses (a broker
+    that is down) is marked as held by no queue, so the sweep hands it over when due."""
+    for run_after, ids in retries.items():
+        try:
+            retry(ids, run_after=run_after)
+        except Exception:
+            logger.exception("Could not hand the retry of deliveries %s (due %s) to the "
+                             "backend; webhooks_sweep will, once it is due.", ids,
+                             run_after.isoformat())
+            try:
+                queue.unqueued(ids)
+            except DatabaseError:
+                logger.exception("Could not mark deliveries %s as not queued.", ids)
 
 
 def _announce(stored):

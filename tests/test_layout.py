@@ -12,9 +12,10 @@ DOCS = PACKAGE.parent / "docs"
 
 #: From the top down: a module may import only modules in its own layer or below.
 LAYERS = [
-    {"apps", "admin", "checks", "forms", "pytest_plugin", "management", "migrations"},
+    {"apps", "admin", "checks", "forms", "pytest_plugin", "management", "migrations",
+     "tasks"},
     {"decorators"},
-    {"events"},
+    {"events", "sweep"},
     {"backends", "worker"},
     {"testing"},  # the locmem backend sends to its outbox
     {"sending"},

@@ -11,25 +11,33 @@ from djwebhooks.exceptions import WebhookImproperlyConfigured
 _backend = None
 
 
-def load_backend(path):
-    """Import and instantiate the backend class at dotted ``path``."""
+def load_backend(path, options=None):
+    """Import the backend class at dotted ``path`` and create it with ``options`` (a dict
+    of keyword arguments, ``BACKEND_OPTIONS``)."""
     if not isinstance(path, str):
         raise WebhookImproperlyConfigured(
             f"DJWEBHOOKS['BACKEND'] must be a dotted import path string, got {path!r}."
+        )
+    options = {} if options is None else options
+    if not isinstance(options, dict):
+        raise WebhookImproperlyConfigured(
+            "DJWEBHOOKS['BACKEND_OPTIONS'] must be a dict of keyword arguments for the "
+            f"backend, got {options!r}."
         )
     try:
         backend_class = import_string(path)
     except ImportError as exc:
         raise WebhookImproperlyConfigured(
             f"DJWEBHOOKS['BACKEND'] is {path!r}, which could not be imported: {exc}. "
-            "Use a dotted path such as 'djwebhooks.backends.inline.InlineBackend'."
+            "Use a dotted path such as 'djwebhooks.backends.inline.InlineBackend'"
+            + (_extra_hint(path) or ".")
         ) from exc
     try:
-        backend = backend_class()
+        backend = backend_class(**options)
     except TypeError as exc:
+        given = f" with BACKEND_OPTIONS {options!r}" if options else " without arguments"
         raise WebhookImproperlyConfigured(
-            f"DJWEBHOOKS['BACKEND'] is {path!r}, which is not a backend class that can be "
-            f"created without arguments: {exc}."
+            f"DJWEBHOOKS['BACKEND'] is {path!r}, which could not be created{given}: {exc}."
         ) from exc
     if not callable(getattr(backend, "enqueue", None)):
         raise WebhookImproperlyConfigured(
@@ -39,11 +47,27 @@ def load_backend(path):
     return backend
 
 
+#: The extra that installs what each bundled queue backend needs.
+EXTRAS = {
+    "djwebhooks.backends.celery.": "celery",
+    "djwebhooks.backends.tasks.": "tasks",
+    "djwebhooks.backends.rq.": "rq",
+}
+
+
+def _extra_hint(path):
+    for prefix, extra in EXTRAS.items():
+        if path.startswith(prefix):
+            return f"; this backend needs pip install \"dj-webhooks[{extra}]\"."
+    return None
+
+
 def get_backend():
     """Return the configured backend, created once and reset when settings change."""
     global _backend
     if _backend is None:
-        _backend = load_backend(conf.get_setting("BACKEND"))
+        _backend = load_backend(conf.get_setting("BACKEND"),
+                                conf.get_setting("BACKEND_OPTIONS"))
     return _backend
 
 

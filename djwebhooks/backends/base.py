@@ -1,24 +1,60 @@
-"""The backend contract: ``enqueue(delivery_ids)``, called once the caller has committed."""
+"""The backend contract: ``enqueue(delivery_ids, *, run_after=None)``, called once the
+caller has committed, and again for each retry when the backend can defer."""
+
 
 
 class BaseBackend:
     """Decides when and where deliveries are sent. Subclasses implement ``enqueue()``.
 
     A backend never builds or sends HTTP itself: whenever and wherever it runs deliveries,
-    it calls ``djwebhooks.sending.send_deliveries(ids)``, which claims, sends and records
-    them. It is handed ids, never model instances, so that they can cross a queue.
+    it calls ``run(ids)`` (``djwebhooks.sending.send_deliveries``), which claims, sends and
+    records them. It is handed ids, never model instances, so that they can cross a queue.
+    ``DJWEBHOOKS["BACKEND_OPTIONS"]`` are passed to the class as keyword arguments.
     """
 
     #: True when ``enqueue()`` has made the first attempt by the time it returns.
     sends_immediately = False
-    #: True when failed attempts are retried by the backend's own machinery. (With the
-    #: inline backend, retries are made by ``webhooks_worker`` when it runs.)
-    retries_failures = False
+    #: True when the backend's workers find due deliveries in the database by themselves
+    #: (the database backend): nothing needs handing over, and there is nothing to sweep.
+    polls = False
+    #: True when ``enqueue(ids, run_after=when)`` holds the deliveries back until ``when``:
+    #: then each retry is enqueued for its time as soon as its attempt is recorded.
+    #: Otherwise retries are left due in the database, for ``webhooks_sweep`` (or
+    #: ``webhooks_worker``) to hand over once they are due.
+    defers = False
+    #: With ``defers``: the longest wait, in seconds, handed to the backend; a retry due
+    #: later is left for ``webhooks_sweep``. None hands over any wait.
+    defer_limit = None
 
-    def enqueue(self, delivery_ids):
-        """Arrange for each delivery in ``delivery_ids`` (a list of ints) to be sent.
+    @property
+    def retries_failures(self):
+        """True when failed attempts are retried by the backend's own machinery: it defers,
+        or its workers poll. Otherwise retries need ``webhooks_sweep`` or a worker."""
+        return self.defers or self.polls
+
+    def __init__(self, **options):
+        if options:
+            raise TypeError(f"{type(self).__name__} takes no options, got "
+                            f"{', '.join(sorted(options))}")
+
+    def enqueue(self, delivery_ids, *, run_after=None):
+        """Arrange for each delivery in ``delivery_ids`` (a list of ints) to be sent, not
+        before ``run_after`` (an aware datetime; None means now) where the backend defers.
 
         Called after the transaction that wrote them commits. An exception raised here is
-        logged and the deliveries stay due in the database: it never reaches the caller.
+        logged and the deliveries stay due in the database, for a sweep or a worker: it
+        never reaches the caller.
         """
         raise NotImplementedError("Backends must implement enqueue(delivery_ids).")
+
+    def run(self, delivery_ids, **kwargs):
+        """Send ``delivery_ids`` now, in this process, through the one send path; enqueue
+        each retry through this backend when it defers. Queue workers call this."""
+        # Imported here, so that a backend module can be imported before Django is set up
+        # (a Celery app's configuration reads BEAT_SCHEDULE that early).
+        from djwebhooks.sending import send_deliveries
+
+        if self.defers:
+            kwargs.setdefault("retry", self.enqueue)
+            kwargs.setdefault("retry_within", self.defer_limit)
+        return send_deliveries(delivery_ids, **kwargs)

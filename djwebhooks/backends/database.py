@@ -11,7 +11,8 @@ class DatabaseBackend(BaseBackend):
     anything is sent.
     """
 
-    retries_failures = True
+    polls = True
 
-    def enqueue(self, delivery_ids):
-        """Nothing to do: the rows are due from the moment they are committed."""
+    def enqueue(self, delivery_ids, *, run_after=None):
+        """Nothing to do: the rows are due from the moment they are committed (or from
+        their retry time), and the worker finds them."""
