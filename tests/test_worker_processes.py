@@ -5,27 +5,27 @@ Each test commits deliveries (``transaction=True``), starts workers with
 compares what the receiver got (its ``webhook-id`` headers) with the rows left behind.
 """
 
-import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, connections
 from django.utils import timezone
 
-from djwebhooks import send_event
 from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
+from tests.processes import (
+    WorkerProcess,
+    create_deliveries,
+    received_ids,
+    statuses,
+    wait_until,
+    worker,
+)
 from tests.receiver import Reply
 
-ROOT = Path(__file__).resolve().parent.parent
 DATABASE_BACKEND = "djwebhooks.backends.database.DatabaseBackend"
 RESTART_POSTGRES = os.environ.get("DJWEBHOOKS_TEST_RESTART_POSTGRES") == "1"
 
@@ -44,106 +44,6 @@ pytestmark = [
 def database_backend(settings):
     """Leave deliveries in the table, so only the worker processes send them."""
     settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "BACKEND": DATABASE_BACKEND}
-
-
-def database_url():
-    """Return a DATABASE_URL (as tests/settings.py reads it) for the current test database."""
-    db = connection.settings_dict
-    password = f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else ""
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return (f"postgres://{quote(db['USER'] or '', safe='')}{password}@{db['HOST']}{port}/"
-            f"{quote(db['NAME'], safe='')}")
-
-
-class WorkerProcess:
-    """A ``webhooks_worker`` subprocess; its stdout and stderr go to files in ``directory``."""
-
-    def __init__(self, directory, name, args, overrides=None):
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings_worker",
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": database_url(),
-            "DJWEBHOOKS_OVERRIDES": json.dumps(overrides or {}),
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.name = name
-        self.stdout_path = directory / f"{name}.stdout"
-        self.stderr_path = directory / f"{name}.stderr"
-        # Files, not pipes: a chatty worker can never block on a full pipe.
-        with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "django", "webhooks_worker", *args],
-                cwd=ROOT, env=env, stdout=out, stderr=err,
-            )
-
-    @property
-    def stdout(self):
-        return self.stdout_path.read_text()
-
-    @property
-    def stderr(self):
-        return self.stderr_path.read_text()
-
-    def describe(self):
-        """Return everything the worker printed, for assertion messages."""
-        return f"--- {self.name} stdout\n{self.stdout}--- {self.name} stderr\n{self.stderr}"
-
-    def wait(self, timeout):
-        """Return the exit code; fail the test if the worker is still running after ``timeout``."""
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{self.name} still running after {timeout} s\n{self.describe()}")
-
-    def processed(self):
-        """Return N from the worker's last line, "stopped after N deliveries"."""
-        found = re.search(r"stopped after (\d+) deliver", self.stdout)
-        assert found, self.describe()
-        return int(found[1])
-
-
-@contextmanager
-def worker(tmp_path, name, *args, overrides=None):
-    """Run a worker (``DJWEBHOOKS`` updated by ``overrides``) for the block; kill it after."""
-    process = WorkerProcess(tmp_path, name, args, overrides)
-    try:
-        yield process
-    finally:
-        if process.process.poll() is None:
-            process.process.kill()
-        process.process.wait(10)
-
-
-def wait_until(predicate, timeout, message):
-    """Poll ``predicate`` until it is true; fail with ``message()`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout} s: {message()}")
-        time.sleep(0.01)
-
-
-def create_deliveries(user, count, targets=1):
-    """Commit ``count`` distinct messages, each delivered to the user's ``targets`` targets."""
-    with transaction.atomic():
-        deliveries = [
-            delivery
-            for number in range(count)
-            for delivery in send_event("project.update", {"number": number}, owner=user)
-        ]
-    assert len(deliveries) == count * targets
-    return deliveries
-
-
-def received_ids(receiver):
-    """Count the requests the receiver got, by their ``webhook-id`` header."""
-    return Counter(request.headers["webhook-id"] for request in list(receiver.requests))
-
-
-def statuses():
-    """Count the deliveries by status."""
-    return Counter(Delivery.objects.values_list("status", flat=True))
 
 
 def test_two_workers_share_one_table_without_duplicates(tmp_path, receiver, user, make_target):
