@@ -99,6 +99,21 @@ def overdue(*, limit, requeue_after):
     )
 
 
+def not_yet_free(ids):
+    """Return ``{id: when}`` for the pending deliveries among ``ids`` that cannot be sent
+    now: held by a live claim (``when`` it ends) or not yet due (``when`` they are)."""
+    now = _sql.db_now(database())
+    waiting = {}
+    for pk, claimed_until, due in Delivery.objects.using(database()).filter(
+            pk__in=list(ids), status=PENDING).values_list("pk", "claimed_until",
+                                                         "next_attempt_at"):
+        if claimed_until is not None and claimed_until > now:
+            waiting[pk] = claimed_until
+        elif due is not None and due > now:
+            waiting[pk] = due
+    return waiting
+
+
 def mark_queued(ids):
     """Note that the pending deliveries ``ids`` were handed to the backend just now."""
     if ids:

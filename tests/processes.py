@@ -8,11 +8,12 @@ process connects to the test database pytest-django created, through DATABASE_UR
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
@@ -40,7 +41,7 @@ class ServiceProcess:
     (``tests.settings_worker``, ``DJWEBHOOKS`` updated by ``overrides``) on the test
     database; its stdout and stderr go to files in ``directory``."""
 
-    def __init__(self, directory, name, argv, overrides=None, env=None):
+    def __init__(self, directory, name, argv, overrides=None, env=None, new_session=False):
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings_worker",
@@ -55,7 +56,11 @@ class ServiceProcess:
         self.stderr_path = directory / f"{name}.stderr"
         # Files, not pipes: a chatty worker can never block on a full pipe.
         with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
-            self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err)
+            # A session of its own (new_session) lets stop() and kill() reach the children of
+            # a process that forks (Celery's prefork pool).
+            self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err,
+                                            start_new_session=new_session)
+        self.new_session = new_session
 
     @property
     def stdout(self):
@@ -76,10 +81,18 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             pytest.fail(f"{self.name} still running after {timeout} s\n{self.describe()}")
 
-    def stop(self):
-        """Kill the process if it still runs, and reap it."""
-        if self.process.poll() is None:
+    def kill(self):
+        """SIGKILL the process (and, in a session of its own, every process of it)."""
+        if self.new_session:
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        elif self.process.poll() is None:
             self.process.kill()
+
+    def stop(self):
+        """Kill the process if it still runs (its children with it), and reap it."""
+        if self.process.poll() is None or self.new_session:
+            self.kill()
         self.process.wait(10)
 
 

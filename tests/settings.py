@@ -87,3 +87,9 @@ DJWEBHOOKS = {
 }
 
 SILENCED_SYSTEM_CHECKS = ["djwebhooks.W001"]
+
+# Celery (tests/celery_app.py reads CELERY_* settings): the broker the Celery tests point
+# the app at, per test; results are not kept.
+CELERY_BROKER_URL = os.environ.get("DJWEBHOOKS_TEST_CELERY_BROKER", "redis://127.0.0.1:6379/9")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -31,3 +31,9 @@ LOGGING = {
         "djwebhooks": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
     },
 }
+
+# A Celery worker's broker and transport options, from the test that starts it.
+CELERY_BROKER_TRANSPORT_OPTIONS = json.loads(
+    os.environ.get("DJWEBHOOKS_TEST_CELERY_TRANSPORT") or "{}")
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+LOGGING["loggers"]["celery"] = {"handlers": ["stderr"], "level": "INFO", "propagate": False}

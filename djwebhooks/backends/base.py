@@ -1,6 +1,7 @@
 """The backend contract: ``enqueue(delivery_ids, *, run_after=None)``, called once the
 caller has committed, and again for each retry when the backend can defer."""
 
+from datetime import UTC, datetime
 
 
 class BaseBackend:
@@ -52,9 +53,28 @@ class BaseBackend:
         each retry through this backend when it defers. Queue workers call this."""
         # Imported here, so that a backend module can be imported before Django is set up
         # (a Celery app's configuration reads BEAT_SCHEDULE that early).
+        from djwebhooks import queue
         from djwebhooks.sending import send_deliveries
 
-        if self.defers:
-            kwargs.setdefault("retry", self.enqueue)
-            kwargs.setdefault("retry_within", self.defer_limit)
-        return send_deliveries(delivery_ids, **kwargs)
+        if not self.defers:
+            return send_deliveries(delivery_ids, **kwargs)
+        kwargs.setdefault("retry", self.enqueue)
+        kwargs.setdefault("retry_within", self.defer_limit)
+        outcomes = send_deliveries(delivery_ids, **kwargs)
+        unsent = set(delivery_ids) - {delivery.pk for delivery, _ in outcomes}
+        if unsent:
+            self._hand_back(queue.not_yet_free(unsent))
+        return outcomes
+
+    def _hand_back(self, waiting):
+        """Enqueue again, for the moment they can be sent, deliveries a task was handed
+        too early: a message delivered again while another worker's claim on them lives
+        (the worker may have died), or ahead of their retry time (clocks differ)."""
+        limit = self.defer_limit
+        now = datetime.now(UTC)
+        later = {}
+        for pk, when in waiting.items():
+            if limit is None or (when - now).total_seconds() <= limit:
+                later.setdefault(when, []).append(pk)
+        for when, ids in sorted(later.items()):
+            self.enqueue(ids, run_after=when)
