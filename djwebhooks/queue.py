@@ -87,15 +87,19 @@ def overdue(*, limit, requeue_after):
     Read through the partial index of pending deliveries by due time, so its cost follows
     the number of pending deliveries, not the size of the table.
     """
+    return list(overdue_deliveries(requeue_after).values_list("pk", flat=True)[:limit])
+
+
+def overdue_deliveries(requeue_after):
+    """The queryset ``overdue()`` reads, oldest due first."""
     now = DatabaseNow()
     cutoff = _sql.now_plus(-requeue_after)
-    return list(
+    return (
         Delivery.objects.using(database())
         .filter(status=PENDING, next_attempt_at__lte=now)
         .filter(models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=now))
         .filter(models.Q(queued_at__isnull=True) | models.Q(queued_at__lt=cutoff))
         .order_by("next_attempt_at", "pk")
-        .values_list("pk", flat=True)[:limit]
     )
 
 

@@ -41,11 +41,12 @@ def attempts_of(stored):
 
 def travel(seconds):
     """Make every delivery's times ``seconds`` earlier, as if that long had passed: retries
-    fall due, claims expire."""
+    fall due, claims expire, queues' hold on deliveries grows old."""
     delta = timedelta(seconds=seconds)
     Delivery.objects.filter(next_attempt_at__isnull=False).update(
         next_attempt_at=F("next_attempt_at") - delta)
     Delivery.objects.filter(claimed_until__isnull=False).update(
         claimed_until=F("claimed_until") - delta)
+    Delivery.objects.filter(queued_at__isnull=False).update(queued_at=F("queued_at") - delta)
     WebhookTarget.objects.filter(failing_since__isnull=False).update(
         failing_since=F("failing_since") - delta)

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from djwebhooks import _sql
+from djwebhooks import _sql, queue
 from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -176,3 +176,52 @@ def test_mysql_claims_read_the_claim_index_not_the_table(target):
     assert (plan["key"], plan["type"]) == ("djwebhooks_delivery_due", "range"), plan
     if connection.mysql_is_mariadb:
         assert float(plan["r_rows"]) <= 20, plan  # the pending rows, not the 2,000
+
+
+def overdue_plan(sql, params):
+    """The database's account of running the sweep's query: PostgreSQL's plan as JSON, or
+    MariaDB's ANALYZE rows."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+            return cursor.fetchone()[0][0]["Plan"]
+        cursor.execute(f"ANALYZE {sql}", params)
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def plan_nodes(plan):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from plan_nodes(child)
+
+
+@pytest.mark.skipif(connection.vendor not in ("postgresql", "mysql"),
+                    reason="reads the query plan with EXPLAIN ANALYZE (PostgreSQL) or ANALYZE "
+                    "(MariaDB); run with DATABASE_URL=postgres://... or mysql://...")
+def test_the_sweep_reads_the_pending_index_not_the_table(target):
+    """A table of finished deliveries with a few pending: the sweep's query reads the
+    pending rows through their partial index, whatever the size of the table."""
+    if connection.vendor == "mysql" and not connection.mysql_is_mariadb:
+        pytest.skip("MySQL's EXPLAIN does not run the query; MariaDB's ANALYZE does")
+    Delivery.objects.bulk_create(
+        Delivery(webhook_target=target, event="project.update", hash_value=f"done_{n}",
+                 status="succeeded", next_attempt_at=None) for n in range(5000))
+    deliveries(target, 20, queued_at=None)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {'TABLE ' if connection.vendor == 'mysql' else ''}"
+                       f"{Delivery._meta.db_table}")
+        if connection.vendor == "mysql":
+            cursor.fetchall()
+    assert len(queue.overdue(limit=1000, requeue_after=300)) == 20
+    rows = queue.overdue_deliveries(300).values("pk")[:1000]
+    sql, params = rows.query.sql_with_params()
+    plan = overdue_plan(sql, params)
+    if connection.vendor == "postgresql":
+        scans = [node for node in plan_nodes(plan) if "Scan" in node["Node Type"]]
+        assert [node.get("Index Name") for node in scans] == ["djwebhooks_delivery_due"], plan
+        assert sum(node["Actual Rows"] for node in scans) <= 20, plan
+    else:
+        [row] = plan
+        assert row["key"] == "djwebhooks_delivery_due", row
+        assert float(row["r_rows"]) <= 20, row
