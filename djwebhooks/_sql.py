@@ -9,7 +9,7 @@ which claims have expired and which deliveries are due.
 """
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cache
 
 from django.db import connections, transaction
@@ -45,7 +45,8 @@ def _aware(value):
     """A datetime read by hand (text on SQLite, naive UTC on MySQL) as an aware one."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    utc = timezone.utc
+    return value.replace(tzinfo=utc) if value.tzinfo is None else value.astimezone(utc)
 
 
 def _now_sql(connection):
@@ -348,9 +349,9 @@ def _insert_select_sql(using):
     quote = _quote(using)
     meta, target_meta = Delivery._meta, WebhookTarget._meta
     target_fk = meta.get_field("webhook_target")
-    example = Delivery(event="", payload_json="{}", hash_value="",
-                       next_attempt_at=datetime.now(UTC), queued_at=datetime.now(UTC),
-                       created=datetime.now(UTC), modified=datetime.now(UTC))
+    moment = datetime.now(timezone.utc)
+    example = Delivery(event="", payload_json="{}", hash_value="", next_attempt_at=moment,
+                       queued_at=moment, created=moment, modified=moment)
     fields = [
         field for field in meta.concrete_fields
         if field is not meta.pk and field is not target_fk

@@ -209,8 +209,8 @@ class DeliveryAdmin(admin.ModelAdmin):
     inlines = [DeliveryAttemptInline]
     actions = ["replay_deliveries"]
     fields = ["hash_value", "event", "webhook_target", "status", "reason", "success", "attempt",
-              "response_status", "next_attempt_at", "claimed_by", "claimed_until", "created",
-              "modified", "display_payload"]
+              "response_status", "next_attempt_at", "claimed_by", "claimed_until", "queued_at",
+              "created", "modified", "display_payload"]
     readonly_fields = fields
 
     def has_add_permission(self, request):

@@ -238,10 +238,11 @@ def test_a_worker_killed_mid_run_loses_nothing_and_sends_nothing_twice(
     make_target()
     deliveries = commit_deliveries(user, 24)
     # Redis gives an unacknowledged message back after its visibility timeout (an hour by
-    # default), looked for about every 100 s (interval times throttle); RabbitMQ gives it
-    # back as soon as the connection drops.
+    # default), looked for about every 100 s (interval times throttle), under a lock that a
+    # worker killed while looking holds until it expires (300 s by default); RabbitMQ gives
+    # it back as soon as the connection drops.
     transport = {"visibility_timeout": 3, "unacked_restore_interval": 1,
-                 "unacked_restore_throttle": 1}
+                 "unacked_restore_throttle": 1, "unacked_mutex_expire": 2}
     killed = celery_worker(tmp_path, "killed", broker, queue_name, overrides,
                            concurrency=4, transport=transport)
     with running(killed):

@@ -1,7 +1,7 @@
 """The backend contract: ``enqueue(delivery_ids, *, run_after=None)``, called once the
 caller has committed, and again for each retry when the backend can defer."""
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 
 class BaseBackend:
@@ -71,7 +71,7 @@ class BaseBackend:
         too early: a message delivered again while another worker's claim on them lives
         (the worker may have died), or ahead of their retry time (clocks differ)."""
         limit = self.defer_limit
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         later = {}
         for pk, when in waiting.items():
             if limit is None or (when - now).total_seconds() <= limit:
