@@ -1,6 +1,7 @@
 """Settings for the test suite: SQLite by default, any database through DATABASE_URL."""
 
 import os
+from importlib.util import find_spec
 from urllib.parse import unquote, urlparse
 
 SECRET_KEY = "tests-only-not-secret"
@@ -17,6 +18,10 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # The queue the Tasks backend sends through (tests/test_tasks_backend.py); on Django
+    # 5.2, Tasks come from the django-tasks backport.
+    *([] if find_spec("django.tasks") else ["django_tasks"]),
+    "django_tasks_db",
     "djwebhooks",
 ]
 
@@ -87,3 +92,7 @@ DJWEBHOOKS = {
 }
 
 SILENCED_SYSTEM_CHECKS = ["djwebhooks.W001"]
+
+# Django's Tasks framework, on the test database (django-tasks-db's table); the backend
+# dj-webhooks uses stays the inline one unless a test chooses another.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
