@@ -49,7 +49,8 @@ shared_database = pytest.mark.skipif(
 
 @pytest.fixture
 def redis_db():
-    """The tests' Redis database, empty; emptied again after the test."""
+    """The tests' Redis database, empty; emptied again after the test. One that holds
+    keys other than RQ's is someone else's: it is left alone, and the test fails."""
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         client.ping()
@@ -58,6 +59,11 @@ def redis_db():
         if BROKERS_REQUIRED:
             pytest.fail(message)
         pytest.skip(f"{message}; start it (CI does) to run the RQ backend tests")
+    foreign = [key for key in client.scan_iter(count=1000) if not key.startswith(b"rq:")]
+    if foreign:
+        pytest.fail(f"{REDIS_URL} holds keys that are not RQ's ({foreign[0]!r} and "
+                    f"{len(foreign) - 1} more), so it is not emptied; point "
+                    "DJWEBHOOKS_TEST_REDIS_URL at a Redis database of the tests' own")
     client.flushdb()
     yield client
     client.flushdb()
