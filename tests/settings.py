@@ -1,6 +1,7 @@
 """Settings for the test suite: SQLite by default, any database through DATABASE_URL."""
 
 import os
+from importlib.util import find_spec
 from urllib.parse import unquote, urlparse
 
 SECRET_KEY = "tests-only-not-secret"
@@ -17,6 +18,11 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # The queues the Tasks and RQ backends send through (tests/test_tasks_backend.py and
+    # tests/test_rq_backend.py); on Django 5.2, Tasks come from the django-tasks backport.
+    *([] if find_spec("django.tasks") else ["django_tasks"]),
+    "django_tasks_db",
+    "django_rq",
     "djwebhooks",
 ]
 
@@ -93,3 +99,11 @@ SILENCED_SYSTEM_CHECKS = ["djwebhooks.W001"]
 CELERY_BROKER_URL = os.environ.get("DJWEBHOOKS_TEST_CELERY_BROKER", "redis://127.0.0.1:6379/9")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Django's Tasks framework, on the test database (django-tasks-db's table); the backend
+# dj-webhooks uses stays the inline one unless a test chooses another.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+#: A Redis database of the tests' own: tests/test_rq_backend.py empties it.
+REDIS_URL = os.environ.get("DJWEBHOOKS_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+RQ_QUEUES = {"default": {"URL": REDIS_URL}}

@@ -1,5 +1,6 @@
 """Settings for worker subprocesses started by tests: the test settings, the database
-backend, ``DJWEBHOOKS`` overrides from ``DJWEBHOOKS_OVERRIDES`` (JSON), and logs on stderr."""
+backend, ``DJWEBHOOKS`` overrides from ``DJWEBHOOKS_OVERRIDES`` (JSON), django-rq's
+``RQ_QUEUES`` from ``DJWEBHOOKS_TEST_RQ_QUEUES`` (JSON) when given, and logs on stderr."""
 
 import json
 import os
@@ -12,6 +13,9 @@ DJWEBHOOKS = {
     "BACKEND": "djwebhooks.backends.database.DatabaseBackend",
     **json.loads(os.environ.get("DJWEBHOOKS_OVERRIDES") or "{}"),
 }
+
+if os.environ.get("DJWEBHOOKS_TEST_RQ_QUEUES"):
+    RQ_QUEUES = json.loads(os.environ["DJWEBHOOKS_TEST_RQ_QUEUES"])
 
 # Tests read the worker's own account of what happened (lost database, retries) from stderr.
 LOGGING = {
