@@ -13,6 +13,8 @@ measured), does its work and prints ``result {json}``. Modes:
 - ``inline``: ``calls`` calls of ``send_event`` to one target each (identifiers ``t0`` to
   ``t<targets-1>``), each in its own transaction, with the inline backend: sending in the
   caller's thread.
+- ``db_worker``: django-tasks-db's ``db_worker`` command (``interval``, ``worker_id``), which
+  runs until ``stop`` arrives on stdin; the result is what ``count`` counted.
 
 ``rss_at`` lists numbers of deliveries handled at which to read the process's RSS.
 """
@@ -223,7 +225,32 @@ def run_inline(config):
             "rss_kb": monitor.finish()}
 
 
-MODES = {"worker": run_worker, "bare": run_bare, "inline": run_inline}
+def run_db_worker(config):
+    from django.core.management import call_command
+
+    counters = Counters().install() if config.get("count") else None
+    started = time.monotonic()
+
+    def stop_on_request():
+        sys.stdin.readline()
+        # db_worker has no way to be stopped from another thread: report and leave.
+        result = {"started": started, "finished": time.monotonic(), "processed": None,
+                  "rss_kb": {}, "counts": counters.counts if counters else {},
+                  "rss_end_kb": read_status("VmRSS"), "hwm_kb": read_status("VmHWM"),
+                  "cpu_s": time.process_time()}
+        print("result " + json.dumps(result), flush=True)
+        os._exit(0)
+
+    threading.Thread(target=stop_on_request, daemon=True).start()
+    call_command("db_worker", "--no-startup-delay", "--no-reload",
+                 "--interval", str(config.get("interval", 1.0)),
+                 "--worker-id", config.get("worker_id") or f"bench-{os.getpid()}",
+                 verbosity=0)
+    raise RuntimeError("db_worker returned")
+
+
+MODES = {"worker": run_worker, "bare": run_bare, "inline": run_inline,
+         "db_worker": run_db_worker}
 
 
 def main():

@@ -24,7 +24,28 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ["caller", "throughput", "slow", "hol", "memory"]
+NAMES = ["caller", "throughput", "slow", "hol", "memory", "queue-throughput", "queue-slow"]
+#: The backends each scenario measures (its baselines are measured whatever is chosen).
+MEASURES = {name: ("database", "inline") for name in NAMES[:5]}
+MEASURES.update({"queue-throughput": ("celery", "tasks"), "queue-slow": ("celery", "tasks")})
+BACKEND_CHOICES = {
+    "database": ("database",), "inline": ("inline",), "celery": ("celery",),
+    "tasks": ("tasks",), "both": ("database", "inline"),
+    "all": ("database", "inline", "celery", "tasks"),
+}
+BROKERS = {
+    "redis": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"),
+    "rabbitmq": os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+}
+
+
+def listed(text, kind=str, choices=None):
+    """``"a,b"`` as a list of ``kind``; argparse reports a ValueError as a bad value."""
+    values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+    if not values or (choices and not set(values) <= set(choices)):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of "
+                                         f"{', '.join(choices) if choices else kind.__name__}")
+    return values
 
 
 def parse_args(argv=None):
@@ -38,9 +59,40 @@ def parse_args(argv=None):
                         help="scale scenario 5 (memory) further by FACTOR: at full size it "
                         "sends 100,000 deliveries per backend, which takes a while")
     parser.add_argument("--only", action="append", metavar="SCENARIO",
-                        help=f"run only these scenarios: {', '.join(NAMES)} or 1-5 (repeat, or "
-                        "separate with commas)")
-    parser.add_argument("--backend", choices=["database", "inline", "both"], default="both")
+                        help=f"run only these scenarios: {', '.join(NAMES)} or 1-{len(NAMES)} "
+                        "(repeat, or separate with commas)")
+    parser.add_argument("--backend", action="append", metavar="BACKEND",
+                        help=f"measure only these backends: {', '.join(BACKEND_CHOICES)} "
+                        "(repeat, or separate with commas; default all: scenarios 1-5 "
+                        "measure database and inline, 6-7 celery and tasks)")
+    queues = parser.add_argument_group("queue scenarios (6 queue-throughput, 7 queue-slow)")
+    queues.add_argument("--broker", type=lambda text: listed(text, choices=list(BROKERS)),
+                        default=["redis"], help="Celery's brokers: redis, rabbitmq, or both "
+                        "comma-separated (default redis; URLs from $BENCH_REDIS_URL, "
+                        "$BENCH_RABBITMQ_URL)")
+    queues.add_argument("--celery-pool", type=lambda text: listed(
+                        text, choices=["prefork", "threads"]), default=["prefork", "threads"],
+                        help="scenario 6's Celery pools (default prefork,threads): one "
+                        "worker of -P prefork -c 2, or 2 workers of -P threads -c 4; "
+                        "scenario 7 always uses one worker of -P threads -c 100")
+    queues.add_argument("--batch-size", type=lambda text: listed(text, int),
+                        default=[1, 10, 50], help="the queue backends' batch_size options "
+                        "to try (default 1,10,50)")
+    queues.add_argument("--celery-prefetch", type=lambda text: listed(text, int),
+                        default=[4], help="Celery's --prefetch-multiplier values to try "
+                        "(default 4, Celery's default)")
+    queues.add_argument("--celery-db-reuse", type=lambda text: listed(text, int),
+                        default=[0], help="CELERY_DB_REUSE_MAX values to try; 0 (default) "
+                        "leaves it unset: Celery closes the database connection around "
+                        "every task")
+    queues.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="scenario 6: measure everything N times, in rounds, and report "
+                        "medians (default 1)")
+    queues.add_argument("--profile", action="store_true",
+                        help="run the Celery workers' processes under cProfile: .prof files "
+                        "in the logs directory, one per process (it slows them down)")
+    queues.add_argument("--tasks-slow-processes", type=int, metavar="N",
+                        help="db_worker processes in scenario 7 (default 10; 2 with --quick)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results",
                         help="where results go (default bench/results/, ignored by git)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
@@ -54,9 +106,19 @@ def parse_args(argv=None):
             if name.isdigit() and 1 <= int(name) <= len(NAMES):
                 name = NAMES[int(name) - 1]
             if name not in NAMES:
-                parser.error(f"unknown scenario {name!r}: choose from {', '.join(NAMES)} or 1-5")
+                parser.error(f"unknown scenario {name!r}: choose from {', '.join(NAMES)} or "
+                             f"1-{len(NAMES)}")
             chosen.append(name)
     args.only = [name for name in NAMES if name in chosen]
+    backends = set()
+    for item in args.backend or ["all"]:
+        for name in item.split(","):
+            name = name.strip()
+            if name not in BACKEND_CHOICES:
+                parser.error(f"unknown backend {name!r}: choose from "
+                             f"{', '.join(BACKEND_CHOICES)}")
+            backends.update(BACKEND_CHOICES[name])
+    args.backend = tuple(b for b in BACKEND_CHOICES["all"] if b in backends)
     return args
 
 
@@ -135,7 +197,16 @@ def machine():
         "database": database,
         "commit": commit,
         "fingerprint": fingerprint,
+        "load": load_average(),
     }
+
+
+def load_average():
+    """The 1-minute load average now (other work on the machine skews every figure)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def git(*args, stdin=None):
@@ -194,7 +265,8 @@ def markdown(rows, info, title, notes_intro):
         f"Machine: {info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable), "
         f"{info['memory']}; {info['os']}; {info['python']}; Django {info['django']}; "
         f"requests {info['requests']}, urllib3 {info['urllib3']}; {info['database']}; "
-        f"dj-webhooks: {info['commit']}."
+        f"dj-webhooks: {info['commit']}. Load average (1 min) {info['load']} at the start, "
+        f"{info.get('load_end')} at the end."
     )
     out += ["", "| scenario | backend | database | size | measured | baseline | ratio | target "
             "| met? |", "|---|---|---|---|---|---|---|---|---|"]
@@ -262,11 +334,13 @@ def run(args, url, started):
     setup_django(url)
     from django.db import connection
 
-    from bench import chart, scenarios
+    from bench import chart, queues, scenarios
     from bench.receiver import ReceiverProcess
 
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes.full(args.size)
     sizes = sizes.scale_memory(args.memory_size)
+    if args.tasks_slow_processes:
+        sizes = scenarios.replace(sizes, tasks_slow_processes=args.tasks_slow_processes)
     kind = "quick" if args.quick else ("full" if args.size == 1.0 else f"size {args.size:g}")
     if args.memory_size != 1.0 and "memory" in args.only:
         kind += f", memory size {args.memory_size:g}"
@@ -276,7 +350,7 @@ def run(args, url, started):
     work_dir = args.output / f"{stem}-logs"
     work_dir.mkdir()
     info = machine()
-    backends = ("database", "inline") if args.backend == "both" else (args.backend,)
+    backends = args.backend
     print(f"dj-webhooks benchmarks ({kind}) on {info['database']}; {info['cpu']}, "
           f"{info['cores']} cores", flush=True)
 
@@ -284,12 +358,24 @@ def run(args, url, started):
     with ReceiverProcess() as receiver:
         ctx = scenarios.Context(receiver=receiver, sizes=sizes, work_dir=work_dir,
                                 backends=backends,
-                                log=lambda text: print(text, flush=True))
-        steps = [(name, scenarios.SCENARIOS[name]) for name in args.only]
+                                log=lambda text: print(text, flush=True),
+                                options={"brokers": args.broker, "broker_urls": BROKERS,
+                                         "pools": args.celery_pool,
+                                         "batch_sizes": args.batch_size,
+                                         "prefetch": args.celery_prefetch,
+                                         "db_reuse": args.celery_db_reuse,
+                                         "profile": args.profile,
+                                         "repeat": max(1, args.repeat)})
+        every = {**scenarios.SCENARIOS, **queues.SCENARIOS}
+        steps = [(name, every[name]) for name in args.only]
         if "caller" in args.only or "throughput" in args.only:
             steps.append(("queries", scenarios.worker_query_rows))
         for name, scenario in steps:
             print(f"- {name}", flush=True)
+            if name in MEASURES and not set(MEASURES[name]) & set(backends):
+                print(f"  skipped: it measures {' and '.join(MEASURES[name])}, and --backend "
+                      f"chose {', '.join(backends)}", flush=True)
+                continue
             step_started = time.monotonic()
             try:
                 rows += scenario(ctx)
@@ -299,6 +385,7 @@ def run(args, url, started):
             print(f"  ({time.monotonic() - step_started:.1f} s)", flush=True)
 
     elapsed = time.monotonic() - started
+    info["load_end"] = load_average()
     now_state, now_fingerprint = code_state()
     if now_fingerprint != info["fingerprint"]:
         # Subprocesses import the code when they start: part of the run saw other code.

@@ -1,6 +1,6 @@
-"""The five benchmark scenarios. Each returns ``Row``s: a figure, its baseline from the same
-run, and the target it is held to. Nothing here asserts anything: a missed target is a row
-that says so.
+"""The benchmark scenarios 1-5 (6 and 7, the queue backends, are in ``bench/queues.py``).
+Each returns ``Row``s: a figure, its baseline from the same run, and the target it is held
+to. Nothing here asserts anything: a missed target is a row that says so.
 
 1. ``caller``: what a ``@hook`` call fanning out to N targets costs its caller.
 2. ``throughput``: deliveries per second to a fast receiver, against a bare requests loop.
@@ -9,9 +9,11 @@ that says so.
 5. ``memory``: a sending process's RSS after 10x more deliveries.
 """
 
+import contextlib
 import json
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
@@ -90,6 +92,13 @@ class Sizes:
     memory_small: int = 10_000
     memory_large: int = 100_000
     memory_targets: int = 100
+    # Scenarios 6 and 7, the queue backends (bench/queues.py); 7 takes the sizes of 3.
+    queue_deliveries: int = 2000
+    queue_targets: int = 100
+    queue_processes: int = 2
+    queue_threads: int = 4  # per process: the database worker's default concurrency
+    queue_interval: float = 0.1  # the polling workers' interval (database worker, db_worker)
+    tasks_slow_processes: int = 10
 
     @classmethod
     def full(cls, scale=1.0):
@@ -111,6 +120,7 @@ class Sizes:
             inline_hol_calls=scaled(sizes.inline_hol_calls, 2),
             memory_small=scaled(sizes.memory_small, 100),
             memory_large=scaled(sizes.memory_large, 1000),
+            queue_deliveries=scaled(sizes.queue_deliveries, 100),
         )
 
     @classmethod
@@ -138,6 +148,9 @@ class Sizes:
             memory_small=30,
             memory_large=120,
             memory_targets=10,
+            queue_deliveries=60,
+            queue_targets=20,
+            tasks_slow_processes=2,
         )
 
     def scale_memory(self, factor):
@@ -157,6 +170,12 @@ class Context:
     work_dir: Path
     backends: tuple = ("database", "inline")
     log: object = print
+    options: dict = field(default_factory=dict)  # the queue scenarios' (bench/run.py)
+
+    @property
+    def classic_backends(self):
+        """The backends that scenarios 1-5 measure, of those chosen."""
+        return tuple(b for b in self.backends if b in BACKENDS)
 
     @property
     def database(self):
@@ -229,17 +248,25 @@ def ms(seconds):
 
 
 class Child:
-    """A ``bench.child`` subprocess; see that module for the protocol."""
+    """A ``bench.child`` subprocess; see that module for the protocol.
 
-    def __init__(self, ctx, name, config, djwebhooks=None):
-        env = dict(os.environ)
-        env["BENCH_DJWEBHOOKS"] = json.dumps(djwebhooks or {})
+    With ``argv``, that command instead (a Celery worker), with ``env`` added to its
+    environment, in a session of its own so that ``close()`` stops the processes it forks
+    too; ``expect()`` reads its stdout as well.
+    """
+
+    def __init__(self, ctx, name, config, djwebhooks=None, *, argv=None, env=None):
+        environment = dict(os.environ)
+        environment["BENCH_DJWEBHOOKS"] = json.dumps(djwebhooks or {})
+        environment.update(env or {})
         self.name = name
         self.log_path = ctx.work_dir / f"{name}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in close())
+        self.group = argv is not None
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.child", json.dumps(config)], cwd=ROOT, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            argv or [sys.executable, "-m", "bench.child", json.dumps(config)], cwd=ROOT,
+            env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            text=True, start_new_session=self.group,
         )
         self._lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -266,11 +293,50 @@ class Child:
         self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
 
-    def close(self):
-        if self.process.poll() is None:
+    def cpu_seconds(self):
+        """CPU time used so far by the process and the processes it forked (a Celery
+        worker's pool), alive or reaped; None off Linux."""
+        return tree_cpu_seconds(self.process.pid)
+
+    def close(self, grace=0.0):
+        """Stop the process (``grace`` seconds after SIGTERM, for a warm shutdown, when it
+        runs in a session of its own), then SIGKILL what is left of it."""
+        if self.group:
+            # Only ever the session of a process this benchmark started: it and its forks.
+            with contextlib.suppress(ProcessLookupError):
+                if grace and self.process.poll() is None:
+                    os.killpg(self.process.pid, signal.SIGTERM)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.process.wait(grace)
+                os.killpg(self.process.pid, signal.SIGKILL)
+        elif self.process.poll() is None:
             self.process.kill()  # only ever a child this benchmark started
         self.process.wait()
         self._log.close()
+
+
+def tree_cpu_seconds(pid):
+    """User and system CPU of ``pid`` and its live children, with the children it reaped,
+    from ``/proc`` (None where there is no ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def stat(path):
+        with open(path) as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+        # After the name: state ppid ... utime(14) stime(15) cutime(16) cstime(17), 1-based.
+        return int(fields[1]), sum(int(value) for value in fields[11:15])
+
+    try:
+        _, total = stat(f"/proc/{pid}/stat")
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and entry != str(pid):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    parent, used = stat(f"/proc/{entry}/stat")
+                    if parent == pid:
+                        total += used
+    except OSError:
+        return None
+    return total / ticks
 
 
 class Stalled(Exception):
@@ -364,7 +430,7 @@ def scenario_caller(ctx):
     owner = ctx.owner()
     rows, medians = [], {}
     _, headers, body = sample_request(ctx, owner, fan_hook)
-    for backend in ctx.backends:
+    for backend in ctx.classic_backends:
         repetitions = (ctx.sizes.repetitions if backend == "database"
                        else ctx.sizes.inline_repetitions)
         with djwebhooks_settings(backend=backend):
@@ -463,7 +529,7 @@ def scaling_row(ctx, medians):
 def caller_query_rows(ctx, fan_hook, owner):
     """How many queries one call makes (and, inline, its commit)."""
     rows = []
-    for backend in ctx.backends:
+    for backend in ctx.classic_backends:
         with djwebhooks_settings(backend=backend):
             for n in (1, max(ctx.sizes.fanouts)):
                 identifier = f"fan{n}"
@@ -849,7 +915,7 @@ def scenario_memory(ctx):
     sizes, owner = ctx.sizes, ctx.owner()
     small, large = sizes.memory_small, sizes.memory_large
     rows = []
-    for backend in ctx.backends:
+    for backend in ctx.classic_backends:
         reset_tables()
         n = sizes.memory_targets
         if backend == "database":

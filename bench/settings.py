@@ -3,10 +3,14 @@
 ``BENCH_DATABASE_URL`` picks the database (``postgres://...`` or ``sqlite:///path``);
 ``BENCH_DJWEBHOOKS`` (JSON) is merged over the ``DJWEBHOOKS`` below, so the benchmark and
 its worker subprocesses can choose the backend and the timeouts per scenario.
+``BENCH_CELERY_BROKER`` and ``BENCH_CELERY_DB_REUSE_MAX`` configure the Celery workers of
+the queue scenarios (``bench/celery_app.py``); Django's Tasks framework (django-tasks-db's
+database backend) is installed when its packages are.
 """
 
 import json
 import os
+from importlib.util import find_spec
 from urllib.parse import unquote, urlparse
 
 SECRET_KEY = "bench-only-not-secret"
@@ -19,6 +23,14 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "djwebhooks",
 ]
+# The Tasks backend's queue (scenarios 6 and 7), when installed: django-tasks-db's table, and
+# on Django before 6.0 the django-tasks backport it runs on.
+TASKS_INSTALLED = find_spec("django_tasks_db") is not None and (
+    find_spec("django.tasks") is not None or find_spec("django_tasks") is not None)
+if TASKS_INSTALLED:
+    INSTALLED_APPS += [*([] if find_spec("django.tasks") else ["django_tasks"]),
+                       "django_tasks_db"]
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The inline backend is what some scenarios measure; its warning is for production sites.
 SILENCED_SYSTEM_CHECKS = ["djwebhooks.W001"]
@@ -71,3 +83,10 @@ LOGGING = {
     # Per-delivery INFO lines would cost time in the measurement; failures still show.
     "loggers": {"djwebhooks": {"handlers": ["stderr"], "level": "ERROR", "propagate": False}},
 }
+
+# Celery (scenarios 6 and 7), read by bench/celery_app.py; inert without Celery.
+CELERY_BROKER_URL = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/7")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fixup closes every database connection before and after each task
+# unless this is set (then it closes them every this many tasks).
+CELERY_DB_REUSE_MAX = int(os.environ.get("BENCH_CELERY_DB_REUSE_MAX") or 0) or None
