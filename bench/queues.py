@@ -296,7 +296,10 @@ def deliver(ctx, owner, workers, *, overrides, calls, expected, kind, timeout,
                     notes.append(f"{child.name} did not stop cleanly: {exc}")
                 child.close()
     if succeeded != expected:
-        notes.append(f"{succeeded} of {expected} succeeded")
+        notes.append(f"{succeeded} of {expected} succeeded"
+                     + (f", the last {finished - started:.3g} s after the commit" if finished
+                        and succeeded else "")
+                     + "; the others wait for webhooks_sweep")
     if requests > expected:
         notes.append(f"{requests - expected} requests more than deliveries")
     for child in children:
@@ -814,7 +817,12 @@ def celery_slow_run(ctx, owner, urls, calls, total, latency, timeout, *, broker,
                      f"one for the length of its task: ran at -c {free - 2}, not "
                      f"{concurrency}")
         concurrency = free - 2
-    layout = CeleryLayout("threads", 1, concurrency)
+    workers = ctx.options.get("slow_workers", 1)
+    per_worker = concurrency // workers
+    concurrency = per_worker * workers
+    layout = CeleryLayout("threads", workers, per_worker)
+    if workers > 1:
+        notes.append(f"{concurrency} threads in {workers} worker processes")
     ideal = total / concurrency * latency
     queue_name = f"djwebhooks-bench-{uuid.uuid4().hex[:8]}"
     name = f"celery-slow-{broker}-b{batch_size}-p{prefetch}-r{db_reuse or 0}"
