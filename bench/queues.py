@@ -129,11 +129,17 @@ def use_broker(url):
 
 
 def delete_queue(url, name):
+    """Delete the run's queue (on Redis, with the binding tables kombu keeps for it)."""
     from bench.celery_app import app
 
     try:
         with app.connection_for_write(url) as conn:
             conn.default_channel.queue_delete(name)
+        if url.startswith("redis"):
+            import redis
+
+            with redis.Redis.from_url(url) as client:
+                client.delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
     except Exception as exc:  # left behind, harmlessly: a queue no one will read again
         print(f"  (could not delete the queue {name}: {exc})", flush=True)
 
