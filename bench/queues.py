@@ -594,17 +594,19 @@ def celery_run(ctx, owner, urls, calls, total, *, broker, url, layout, batch_siz
                     read_counts(count_dir), run.notes, run.cpu)
 
 
-def celery_bare_run(ctx, requests_file, *, broker, url, layout, batch_size, prefetch):
-    """Celery's own ceiling: ``bench.post`` tasks posting the same requests (to ``/log/``,
-    where the receiver notes when each arrives), batched as ``batch_size`` deliveries
-    would be, from the first message sent to the last request received."""
+def celery_bare_run(ctx, requests_file, *, broker, url, layout, batch_size, prefetch,
+                    rewrite=("/ok/", "/log/"), stall_after=20.0):
+    """Celery's own ceiling: ``bench.post`` tasks posting the same requests (their paths
+    rewritten as ``rewrite`` says, to ones where the receiver notes when it answered each),
+    batched as ``batch_size`` deliveries would be, from the first message sent to the last
+    answer."""
     from bench.celery_app import post
 
     todo = []
     with open(requests_file) as lines:
         for line in lines:
             target, headers, body = json.loads(line)
-            todo.append([target.replace("/ok/", "/log/", 1), headers, body])
+            todo.append([target.replace(*rewrite, 1), headers, body])
     queue_name = f"djwebhooks-bench-{uuid.uuid4().hex[:8]}"
     name = f"celery-bare-{broker}-{layout.pool}-b{batch_size}-p{prefetch}-{uuid.uuid4().hex[:4]}"
     notes = []
@@ -619,21 +621,20 @@ def celery_bare_run(ctx, requests_file, *, broker, url, layout, batch_size, pref
         time.sleep(0.2)
         cpu_before = [worker.cpu_seconds() for worker in workers]
         ctx.receiver.arrivals()  # forget earlier ones
-        before = ctx.receiver.stats()["log"]
         started = time.time()
         for start in range(0, len(todo), batch_size):
             post.apply_async((todo[start:start + batch_size],), queue=queue_name)
         handover = time.time() - started
         deadline, last, last_change = time.monotonic() + 600, 0, time.monotonic()
-        while (got := ctx.receiver.stats()["log"] - before) < len(todo):
+        while len(arrived) < len(todo):
+            arrived += [at for _, _, at in ctx.receiver.arrivals()]
             now = time.monotonic()
-            if got != last:
-                last, last_change = got, now
-            elif now - last_change > 20 or now > deadline:
-                notes.append(f"stalled after {got} of {len(todo)} requests")
+            if len(arrived) != last:
+                last, last_change = len(arrived), now
+            elif now - last_change > stall_after or now > deadline:
+                notes.append(f"stalled after {len(arrived)} of {len(todo)} answers")
                 break
             time.sleep(0.02)
-        arrived = [at for _, _, at in ctx.receiver.arrivals()]
         used = [worker.cpu_seconds() for worker in workers]
         cpu = (sum(used) - sum(cpu_before)) if None not in used + cpu_before else None
     finally:
@@ -646,7 +647,7 @@ def celery_bare_run(ctx, requests_file, *, broker, url, layout, batch_size, pref
 
 POST_TASK_TEXT = ("Celery's own ceiling: a task (bench.post, acks_late as djwebhooks.send) "
                   "that only POSTs the same requests with a requests.Session, no database; "
-                  "from the first message sent to the last request received")
+                  "from the first message sent to the last answer")
 
 
 def celery_bare_row(ctx, key, layouts, runs, bare, total):
@@ -772,16 +773,19 @@ def scenario_queue_slow(ctx):
     return rows
 
 
-def slow_row(ctx, label, backend, size, run, ideal, notes):
+def slow_row(ctx, label, backend, size, run, ideal, notes, done=None):
+    """A scenario 7 row; ``done`` (the requests answered) for Celery's bare task, whose
+    ``run`` has no deliveries."""
     ctx.log(f"  {label}, {size}: "
             + ("did not finish" if run.seconds is None else f"{run.seconds:.2f} s")
             + f" (ideal {ideal:g} s)")
+    handover = (f"sending the messages took {run.handover:.3g} s" if done else
+                f"the commit took {run.handover:.3g} s with the hand-over")
     return Row(
         f"{SLOW} ({ctx.sizes.slow_latency_ms / 1000:g} s each): {label}", backend,
         ctx.database, size, run.seconds, "s", ideal, "ideal", f"≤ {1.2 * ideal:.3g} s "
         f"(1.2× ideal)", run.seconds is not None and run.seconds <= 1.2 * ideal,
-        note="; ".join(n for n in [*notes, f"the commit took {run.handover:.3g} s with the "
-                                   "hand-over", cpu_text([run], run.succeeded),
+        note="; ".join(n for n in [*notes, handover, cpu_text([run], done or run.succeeded),
                                    *run.notes] if n),
         data={"seconds": run.seconds, "ideal": ideal, "handover": run.handover,
               "succeeded": run.succeeded, "requests": run.requests},
@@ -792,7 +796,14 @@ def celery_slow(ctx, owner, urls, calls, total, latency, timeout):
     problem = celery_problem()
     if problem:
         return [skipped(ctx, SLOW, "celery", problem)]
+    from djwebhooks.models import Delivery
+
     options = ctx.options
+    # What the workers will send, for Celery's bare task.
+    load_targets(owner, urls)
+    fan_out(owner, "queue", calls)
+    deliveries = Delivery.objects.select_related("webhook_target__owner").order_by("pk")
+    requests_file = write_requests(ctx, deliveries, "queue-slow")
     rows = []
     for broker in options["brokers"]:
         url = options["broker_urls"][broker]
@@ -801,6 +812,19 @@ def celery_slow(ctx, owner, urls, calls, total, latency, timeout):
             rows.append(skipped(ctx, SLOW, "celery", problem))
             continue
         use_broker(url)
+        layout, notes = slow_layout(ctx)
+        ideal = total / (layout.workers * layout.concurrency) * latency
+        prefetch = options["prefetch"][0]
+        bare = celery_bare_run(
+            ctx, requests_file, broker=broker, url=url, layout=layout, batch_size=1,
+            prefetch=prefetch, rewrite=(f"/delay/{ctx.sizes.slow_latency_ms}/",
+                                        f"/delay/{ctx.sizes.slow_latency_ms}/log/"),
+            stall_after=max(20.0, 5 * latency))
+        run = Delivered(total / bare.rate if bare.rate else None, bare.handover, 0, 0,
+                        bare.notes, cpu=bare.cpu)
+        rows.append(slow_row(ctx, f"Celery {layout.label}, bare task", "celery",
+                             f"{total} requests; {broker}, 1 per task, prefetch ×{prefetch}",
+                             run, ideal, [POST_TASK_TEXT, *notes], done=total))
         for batch_size in options["batch_sizes"]:
             for prefetch in options["prefetch"]:
                 for db_reuse in options["db_reuse"]:
@@ -810,8 +834,9 @@ def celery_slow(ctx, owner, urls, calls, total, latency, timeout):
     return rows
 
 
-def celery_slow_run(ctx, owner, urls, calls, total, latency, timeout, *, broker, url,
-                    batch_size, prefetch, db_reuse):
+def slow_layout(ctx):
+    """Scenario 7's Celery workers: ``slow_concurrency`` threads (fewer when PostgreSQL has
+    not the connections free), in ``--slow-workers`` processes; and notes saying so."""
     concurrency = ctx.sizes.slow_concurrency
     notes = [f"threads: prefork would take a process per concurrent request ({concurrency} "
              f"processes on {os.cpu_count()} cores)"]
@@ -825,11 +850,15 @@ def celery_slow_run(ctx, owner, urls, calls, total, latency, timeout, *, broker,
         concurrency = free - 2
     workers = ctx.options.get("slow_workers", 1)
     per_worker = concurrency // workers
-    concurrency = per_worker * workers
-    layout = CeleryLayout("threads", workers, per_worker)
     if workers > 1:
-        notes.append(f"{concurrency} threads in {workers} worker processes")
-    ideal = total / concurrency * latency
+        notes.append(f"{per_worker * workers} threads in {workers} worker processes")
+    return CeleryLayout("threads", workers, per_worker), notes
+
+
+def celery_slow_run(ctx, owner, urls, calls, total, latency, timeout, *, broker, url,
+                    batch_size, prefetch, db_reuse):
+    layout, notes = slow_layout(ctx)
+    ideal = total / (layout.workers * layout.concurrency) * latency
     queue_name = f"djwebhooks-bench-{uuid.uuid4().hex[:8]}"
     name = f"celery-slow-{broker}-b{batch_size}-p{prefetch}-r{db_reuse or 0}"
     count_dir = ctx.work_dir / f"{name}-counts"

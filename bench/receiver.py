@@ -4,7 +4,8 @@ asyncio on one thread, HTTP/1.1 keep-alive, ``TCP_NODELAY``, a hand-rolled parse
 understands just what the benchmarks send (``Content-Length`` bodies, no pipelining).
 Paths choose the answer:
 
-- ``/delay/<ms>/...`` answers 200 after ``ms`` milliseconds;
+- ``/delay/<ms>/...`` answers 200 after ``ms`` milliseconds (``/delay/<ms>/log/...`` also
+  notes when it answered, as ``/log/`` does its arrivals);
 - ``/hang/...`` reads the request and never answers (the client's timeout ends it);
 - ``/log/...`` answers 200 at once and notes when it arrived (``time.time()``), with its
   ``webhook-id`` header;
@@ -81,6 +82,8 @@ class Server:
                     self.counts["delay" if delay else "ok"] += 1
                     if delay:
                         await asyncio.sleep(delay)
+                        if path.startswith(b"/delay/") and b"/log/" in path:
+                            self.arrivals.append([path.decode(), webhook_id, time.time()])
                     writer.write(OK)
                 if close:
                     return
