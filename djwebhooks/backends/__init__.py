@@ -71,6 +71,19 @@ def get_backend():
     return _backend
 
 
+def run_queued(delivery_ids, *, name, logger):
+    """What a queue's send task does: run ``delivery_ids`` through the configured backend's
+    ``run()``, so that its retries go back through it. An argument that is not a list of
+    delivery ids (a message no dj-webhooks producer wrote) is logged on ``logger`` and
+    dropped, never raised: a queue would only run it again."""
+    if not isinstance(delivery_ids, list) or not all(
+            isinstance(pk, int) and not isinstance(pk, bool) for pk in delivery_ids):
+        logger.error("Ignoring %s whose argument is not a list of delivery ids: %r", name,
+                     delivery_ids)
+        return
+    get_backend().run(delivery_ids)
+
+
 @receiver(setting_changed)
 def _reset_backend(*, setting, **kwargs):
     global _backend

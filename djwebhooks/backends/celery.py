@@ -16,7 +16,7 @@ from numbers import Integral
 
 from celery import shared_task
 
-from djwebhooks.backends import get_backend
+from djwebhooks.backends import run_queued
 from djwebhooks.backends.base import BaseBackend
 
 logger = logging.getLogger("djwebhooks.backends.celery")
@@ -89,9 +89,4 @@ class CeleryBackend(BaseBackend):
 def send(delivery_ids):
     """Send the deliveries ``delivery_ids`` that are due, through the configured backend's
     send path (so its retries are scheduled through it)."""
-    if not isinstance(delivery_ids, list) or not all(
-            isinstance(pk, int) and not isinstance(pk, bool) for pk in delivery_ids):
-        logger.error("Ignoring a %s task whose argument is not a list of delivery ids: %r",
-                     SEND_TASK, delivery_ids)
-        return
-    get_backend().run(delivery_ids)
+    run_queued(delivery_ids, name=f"a {SEND_TASK} task", logger=logger)

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django_rq import get_queue
 
 from djwebhooks import conf
-from djwebhooks.backends import get_backend
+from djwebhooks.backends import run_queued
 from djwebhooks.backends.base import BaseBackend
 
 logger = logging.getLogger("djwebhooks.backends.rq")
@@ -109,9 +109,4 @@ def _whole_second(when):
 def send(delivery_ids):
     """Send the deliveries ``delivery_ids`` that are due, through the configured backend's
     send path (so its retries are scheduled through it)."""
-    if not isinstance(delivery_ids, list) or not all(
-            isinstance(pk, int) and not isinstance(pk, bool) for pk in delivery_ids):
-        logger.error("Ignoring a %s job whose argument is not a list of delivery ids: %r",
-                     SEND_JOB, delivery_ids)
-        return
-    get_backend().run(delivery_ids)
+    run_queued(delivery_ids, name=f"a {SEND_JOB} job", logger=logger)

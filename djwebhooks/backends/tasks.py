@@ -19,7 +19,7 @@ from importlib.util import find_spec
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from djwebhooks.backends import get_backend
+from djwebhooks.backends import get_backend, run_queued
 from djwebhooks.backends.base import BaseBackend
 
 if find_spec("django.tasks"):
@@ -124,12 +124,7 @@ class TasksBackend(BaseBackend):
 def send(delivery_ids):
     """Send the deliveries ``delivery_ids`` that are due, through the configured backend's
     send path (so its retries are scheduled through it)."""
-    if not isinstance(delivery_ids, list) or not all(
-            isinstance(pk, int) and not isinstance(pk, bool) for pk in delivery_ids):
-        logger.error("Ignoring a %s task whose argument is not a list of delivery ids: %r",
-                     SEND_TASK, delivery_ids)
-        return
-    get_backend().run(delivery_ids)
+    run_queued(delivery_ids, name=f"a {SEND_TASK} task", logger=logger)
 
 
 # The module's ``send`` is the Task made from the function above, as a worker finds it by
