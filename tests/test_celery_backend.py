@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager, suppress
+from io import StringIO
 
 import pytest
 from django.core.management import call_command
@@ -335,23 +336,12 @@ def test_the_sweep_command_hands_over_only_overdue_deliveries(settings, user, ma
     deliveries = commit_deliveries(user, 3)
     lost = deliveries[0]
     Delivery.objects.filter(pk=lost.pk).update(queued_at=None)  # an enqueue that failed
-    out = []
-    call_command("webhooks_sweep", stdout=Writer(out))
-    assert out[-1].strip() == "Handed 1 overdue delivery to CeleryBackend."
-    call_command("webhooks_sweep", stdout=Writer(out))
-    assert out[-1].strip() == "Handed 0 overdue deliveries to CeleryBackend."
+    for expected in ("Handed 1 overdue delivery to CeleryBackend.",
+                     "Handed 0 overdue deliveries to CeleryBackend."):
+        out = StringIO()
+        call_command("webhooks_sweep", stdout=out)
+        assert out.getvalue().strip() == expected
     assert queued_messages(broker, queue_name) == 4  # 3 at commit, 1 by the sweep
-
-
-class Writer:
-    def __init__(self, lines):
-        self.lines = lines
-
-    def write(self, text):
-        self.lines.append(text)
-
-    def flush(self):
-        pass
 
 
 def queued_messages(url, name):
