@@ -76,15 +76,15 @@ def parse_args(argv=None):
                         "worker of -P prefork -c 2, or 2 workers of -P threads -c 4; "
                         "scenario 7 always uses one worker of -P threads -c 100")
     queues.add_argument("--batch-size", type=lambda text: listed(text, int),
-                        default=[1, 10, 50], help="the queue backends' batch_size options "
-                        "to try (default 1,10,50)")
+                        default=[1, 20], help="the queue backends' batch_size options "
+                        "to try (default 1,20; 20 is the backends' default)")
     queues.add_argument("--celery-prefetch", type=lambda text: listed(text, int),
                         default=[4], help="Celery's --prefetch-multiplier values to try "
                         "(default 4, Celery's default)")
     queues.add_argument("--celery-db-reuse", type=lambda text: listed(text, int),
-                        default=[0], help="CELERY_DB_REUSE_MAX values to try; 0 (default) "
-                        "leaves it unset: Celery closes the database connection around "
-                        "every task")
+                        default=[0], help="CELERY_DB_REUSE_MAX values to try, each with "
+                        "CONN_MAX_AGE 60 and CONN_HEALTH_CHECKS; 0 (default) leaves it "
+                        "unset: Celery closes the database connection around every task")
     queues.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="scenario 6: measure everything N times, in rounds, and report "
                         "medians (default 1)")

@@ -12,7 +12,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from django.db import models, router, transaction
+from django.db import close_old_connections as _close_old_connections
+from django.db import connections, models, router, transaction
 
 from djwebhooks import _sql, conf, health
 from djwebhooks.models import DatabaseNow, Delivery, DeliveryAttempt, copy_instance
@@ -29,6 +30,20 @@ def database():
     """The database alias deliveries are read from and written to: the one they are
     written to, so that nothing on the sending path reads from a lagging replica."""
     return router.db_for_write(Delivery)
+
+
+def close_old_connections():
+    """Close this thread's database connections that are broken or older than
+    ``CONN_MAX_AGE``, as Django does around each request; a worker calls it around each
+    batch. Not inside an atomic block (a test's transaction), which closing would end."""
+    if not connections[database()].in_atomic_block:
+        _close_old_connections()
+
+
+def close_all_connections():
+    """Close this thread's database connections, unless inside an atomic block."""
+    if not connections[database()].in_atomic_block:
+        connections.close_all()
 
 
 @dataclass

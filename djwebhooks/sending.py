@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from django.db import DatabaseError, connections, transaction
@@ -43,17 +44,20 @@ def default_claimant(kind="inline"):
 
 
 def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, retry=None,
-                    retry_within=None):
-    """Send the deliveries ``delivery_ids`` that are due, one after the other, and record
-    each outcome; return the ``(delivery, AttemptResult)`` pairs recorded.
+                    retry_within=None, concurrency=1):
+    """Send the deliveries ``delivery_ids`` that are due, and record each outcome; return
+    the ``(delivery, AttemptResult)`` pairs recorded.
 
     The deliveries are claimed first, under ``claimant`` (a name unique to this call when
     None), so no one else sends them meanwhile; ids that are not due, or that another
-    claimant holds, are skipped. ``budget`` bounds the call in seconds: a request is
-    started only while at least a second of it is left (or half ``TOTAL_TIMEOUT``, if
-    shorter), its deadline cut to what is left, and deliveries not started are given back,
-    due, for a worker. A request never outlives its claim: the claim is renewed when it
-    would not outlast the request's deadline.
+    claimant holds, are skipped. Up to ``concurrency`` requests are made at once, each on
+    a thread of this thread's own pool (kept for the next call, so that its connections
+    to receivers are kept too); the claim, the load and the record are one batch each,
+    on this thread. ``budget`` bounds the call in seconds: a request is started only
+    while at least a second of it is left (or half ``TOTAL_TIMEOUT``, if shorter), its
+    deadline cut to what is left, and deliveries not started are given back, due, for a
+    worker. A request never outlives its claim: the claim is renewed when it would not
+    outlast the request's deadline.
     ``session`` is the HTTP session to send with (each thread's pooled one when None).
     ``retry(ids, run_after=when)``, when given, is called once the outcomes are committed
     for each retry they scheduled that is due within ``retry_within`` seconds (None: any),
@@ -62,6 +66,9 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
     Never raises for a receiver's failure; a database error propagates, leaving what was
     not recorded to be sent again once its claim expires.
     """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a whole number of at least 1, got "
+                         f"{concurrency!r}")
     claimant = claimant or default_claimant()
     ids = list(dict.fromkeys(delivery_ids))
     if not ids:
@@ -76,7 +83,8 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
     end = None
     unsent = []
     lost = set()
-    for index, item in enumerate(ready):
+    index = 0
+    while index < len(ready):
         now = time.monotonic()
         if end is None and budget is not None:
             end = now + budget  # the budget is for the requests, from the first one on
@@ -97,14 +105,39 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
                 unsent = [later.delivery.pk for later in ready[index:]
                           if later.delivery.pk not in lost]
                 break
-        if item.delivery.pk in lost:
-            logger.info("Delivery %s is no longer held by %s; not sending it.",
-                        item.delivery.pk, claimant)
-            continue
-        outcomes.append((item.delivery, send(item, total_timeout=deadline)))
+        wave = []
+        for item in ready[index:index + concurrency]:
+            if item.delivery.pk in lost:
+                logger.info("Delivery %s is no longer held by %s; not sending it.",
+                            item.delivery.pk, claimant)
+            else:
+                wave.append(item)
+        index += concurrency
+        outcomes.extend(zip((item.delivery for item in wave),
+                            send_all(wave, total_timeout=deadline), strict=True))
     record(claimant, outcomes, retry=retry, retry_within=retry_within)
     queue.release(claimant, unsent)
     return outcomes
+
+
+def send_all(items, *, total_timeout=None):
+    """Send ``Ready`` deliveries at once, each on a thread of this thread's pool; return
+    their ``AttemptResult``s in order. One is sent on this thread."""
+    if len(items) <= 1:
+        return [send(item, total_timeout=total_timeout) for item in items]
+    return list(_pool(len(items)).map(partial(send, total_timeout=total_timeout), items))
+
+
+def _pool(size):
+    """This thread's pool of at least ``size`` sending threads, made in this process (a
+    pool made before a fork has no threads in the child)."""
+    pool = getattr(_local, "pool", None)
+    if pool is None or _local.pool_pid != os.getpid() or _local.pool_size < size:
+        if pool is not None and _local.pool_pid == os.getpid():
+            pool.shutdown(wait=False)
+        pool = _local.pool = ThreadPoolExecutor(size, thread_name_prefix="djwebhooks-send")
+        _local.pool_pid, _local.pool_size = os.getpid(), size
+    return pool
 
 
 class Ready:

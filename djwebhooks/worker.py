@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connections
 
 from djwebhooks import _sql, conf, queue, sending, transport
 from djwebhooks.exceptions import WebhookImproperlyConfigured
@@ -135,7 +135,7 @@ class Worker:
             except DatabaseError:
                 logger.exception("Worker %s could not write its last heartbeat.",
                                  self.worker_id)
-            _close_old_connections()
+            queue.close_old_connections()
         logger.info("Worker %s stopped after %s %s.", self.worker_id, self.processed,
                     "delivery" if self.processed == 1 else "deliveries")
         return self.processed
@@ -163,7 +163,7 @@ class Worker:
                     if idle:
                         # As at the start of a request: drop a connection past its
                         # CONN_MAX_AGE or broken. While work flows, it is kept.
-                        _close_old_connections()
+                        queue.close_old_connections()
                     ids = self._claim(room)
             except DatabaseError as exc:
                 failures += 1
@@ -174,7 +174,7 @@ class Worker:
                 pause = min(30.0, self.interval * 2 ** min(failures, 5))
                 logger.error("Worker %s cannot reach the database (%s); trying again in "
                              "%.1f s.", self.worker_id, exc, pause)
-                _close_all_connections()
+                queue.close_all_connections()
                 self._pause(pause)
                 continue
             if failures:
@@ -400,7 +400,7 @@ class Worker:
             # The claims stay until their leases expire; then a worker sends them again.
             logger.exception("Worker %s could not record %s results.", self.worker_id,
                              len(outcomes))
-            _close_all_connections()
+            queue.close_all_connections()
 
     def _send_loop(self):
         total = conf.get_seconds("TOTAL_TIMEOUT")
@@ -459,19 +459,3 @@ def check_tables():
             f"{'do' if len(missing) > 1 else 'does'} not exist in database {using!r}: run "
             "'manage.py migrate'."
         )
-
-
-def _in_atomic_block():
-    return connections[queue.database()].in_atomic_block
-
-
-def _close_old_connections():
-    # Inside an atomic block (a test's transaction) the connection must stay: closing it
-    # would end that transaction.
-    if not _in_atomic_block():
-        close_old_connections()
-
-
-def _close_all_connections():
-    if not _in_atomic_block():
-        connections.close_all()

@@ -16,6 +16,7 @@ class Received:
     path: str
     headers: dict
     body: bytes
+    client: tuple = ()  # the client's (host, port): one per connection
 
 
 @dataclass
@@ -28,6 +29,9 @@ class Reply:
     delay: float = 0.0  # seconds before answering
     drip: float = 0.0  # seconds between body bytes
     header_drip: float = 0.0  # seconds between bytes of the status line and headers
+    #: A ``threading.Barrier`` to wait at before answering: 503 if it breaks (its
+    #: parties were not all in flight at once).
+    barrier: object = None
 
 
 class Receiver:
@@ -38,6 +42,8 @@ class Receiver:
         self.replies = []
         self.default = Reply()
         self.routes = {}  # path -> Reply, before ``replies`` and ``default``
+        self.in_flight = 0
+        self.most_in_flight = 0  # the most requests answered at once
         self._lock = threading.Lock()
         receiver = self
 
@@ -51,11 +57,25 @@ class Receiver:
                 with receiver._lock:
                     receiver.requests.append(
                         Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
-                                 body)
+                                 body, self.client_address[:2])
                     )
                     reply = receiver.routes.get(self.path) or (
                         receiver.replies.pop(0) if receiver.replies else receiver.default
                     )
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                try:
+                    self.answer(reply)
+                finally:
+                    with receiver._lock:
+                        receiver.in_flight -= 1
+
+            def answer(self, reply):
+                if reply.barrier is not None:
+                    try:
+                        reply.barrier.wait()
+                    except threading.BrokenBarrierError:
+                        reply = Reply(status=503, body=b"not all at once")
                 if reply.delay:
                     time.sleep(reply.delay)
                 try:

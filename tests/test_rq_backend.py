@@ -134,12 +134,15 @@ def test_options_are_checked_with_messages_that_say_what_is_wrong(settings):
     ]:
         with pytest.raises(WebhookImproperlyConfigured, match=message):
             load_backend(RQ_BACKEND, options)
-    backend = load_backend(RQ_BACKEND, {"queue": "webhooks", "batch_size": 10})
-    assert (backend.queue, backend.batch_size) == ("webhooks", 10)
+    backend = load_backend(RQ_BACKEND, {"queue": "webhooks", "batch_size": 10,
+                                        "concurrency": 3})
+    assert (backend.queue, backend.batch_size, backend.concurrency) == ("webhooks", 10, 3)
     assert backend.defers and backend.retries_failures and backend.defer_limit is None
     assert not backend.polls and not backend.sends_immediately
     settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "TOTAL_TIMEOUT": 12.5}
-    assert backend.job_timeout() == math.ceil(10 * 12.5) + 60
+    # Ten requests three at a time: four rounds, each up to TOTAL_TIMEOUT.
+    assert backend.job_timeout() == math.ceil(4 * 12.5) + 60
+    assert load_backend(RQ_BACKEND, {"batch_size": 10}).job_timeout() == 13 + 60
 
     del settings.RQ_QUEUES
     with pytest.raises(WebhookImproperlyConfigured, match="needs django-rq's RQ_QUEUES"):
@@ -147,7 +150,8 @@ def test_options_are_checked_with_messages_that_say_what_is_wrong(settings):
 
 
 def test_enqueue_puts_a_job_per_batch_on_the_queue(rq_settings, queue_name):
-    backend = load_backend(RQ_BACKEND, {"queue": queue_name, "batch_size": 2})
+    backend = load_backend(RQ_BACKEND, {"queue": queue_name, "batch_size": 2,
+                                        "concurrency": 1})
     backend.enqueue([1, 2, 3, 4, 5])
     queue = get_queue(queue_name)
     jobs = queue.get_jobs()
@@ -236,7 +240,8 @@ def test_rq_workers_deliver_each_message_once(tmp_path, rq_settings, queue_name,
     and recorded once, and the malformed job is logged and dropped."""
     make_target()
     deliveries = commit_deliveries(user, 20)
-    get_backend().enqueue([delivery.pk for delivery in deliveries])  # the duplicates
+    for delivery in deliveries:  # each message again, as a broker may deliver it
+        get_backend().enqueue([delivery.pk])
     queue = get_queue(queue_name)
     queue.enqueue_call(rq_backend.SEND_JOB, args=("1; DROP TABLE",), result_ttl=0)
     enqueued = queue.job_ids

@@ -241,7 +241,8 @@ def test_db_workers_deliver_each_message_once(tmp_path, settings, receiver, user
     overrides = use(settings)
     make_target()
     deliveries = commit_deliveries(user, 20)
-    get_backend().enqueue([delivery.pk for delivery in deliveries])  # the duplicates
+    for delivery in deliveries:  # each message again, as a broker may deliver it
+        get_backend().enqueue([delivery.pk])
     enqueued = set(DBTaskResult.objects.values_list("pk", flat=True))
     assert len(enqueued) == 40
     receiver.default = Reply(delay=0.1)  # so that both workers have work to take

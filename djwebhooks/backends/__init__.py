@@ -75,13 +75,23 @@ def run_queued(delivery_ids, *, name, logger):
     """What a queue's send task does: run ``delivery_ids`` through the configured backend's
     ``run()``, so that its retries go back through it. An argument that is not a list of
     delivery ids (a message no dj-webhooks producer wrote) is logged on ``logger`` and
-    dropped, never raised: a queue would only run it again."""
+    dropped, never raised: a queue would only run it again.
+
+    Database connections that are broken or older than ``CONN_MAX_AGE`` are closed before
+    and after, as around a request: a worker that keeps its connections between tasks
+    (Celery with ``CELERY_DB_REUSE_MAX``) then reuses them only as long as Django would."""
     if not isinstance(delivery_ids, list) or not all(
             isinstance(pk, int) and not isinstance(pk, bool) for pk in delivery_ids):
         logger.error("Ignoring %s whose argument is not a list of delivery ids: %r", name,
                      delivery_ids)
         return
-    get_backend().run(delivery_ids)
+    from djwebhooks import queue  # not at import: the queues' modules load before setup
+
+    queue.close_old_connections()
+    try:
+        get_backend().run(delivery_ids)
+    finally:
+        queue.close_old_connections()
 
 
 @receiver(setting_changed)

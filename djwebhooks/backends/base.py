@@ -2,6 +2,7 @@
 caller has committed, and again for each retry when the backend can defer."""
 
 from datetime import datetime, timezone
+from numbers import Integral
 
 
 class BaseBackend:
@@ -26,6 +27,8 @@ class BaseBackend:
     #: With ``defers``: the longest wait, in seconds, handed to the backend; a retry due
     #: later is left for ``webhooks_sweep``. None hands over any wait.
     defer_limit = None
+    #: How many requests ``run()`` makes at once.
+    concurrency = 1
 
     @property
     def retries_failures(self):
@@ -56,6 +59,7 @@ class BaseBackend:
         from djwebhooks import queue
         from djwebhooks.sending import send_deliveries
 
+        kwargs.setdefault("concurrency", self.concurrency)
         if not self.defers:
             return send_deliveries(delivery_ids, **kwargs)
         kwargs.setdefault("retry", self.enqueue)
@@ -78,3 +82,44 @@ class BaseBackend:
                 later.setdefault(when, []).append(pk)
         for when, ids in sorted(later.items()):
             self.enqueue(ids, run_after=when)
+
+
+class QueueBackend(BaseBackend):
+    """A backend whose workers are a task queue's: each task carries up to ``batch_size``
+    delivery ids, and sends them ``concurrency`` at a time.
+
+    Batches are what make a queue fast: a task costs the queue a message, and the send
+    path a claim, a load and a record, whatever the number of deliveries in it. The
+    deliveries of a batch are sent at once (up to ``concurrency``), so a slow receiver
+    holds up only its own; a task ends when its slowest request does.
+    """
+
+    defers = True
+    #: Deliveries per task, unless ``batch_size`` says otherwise.
+    BATCH_SIZE = 20
+
+    def __init__(self, *, batch_size=BATCH_SIZE, concurrency=None):
+        if not _whole(batch_size) or not 1 <= batch_size <= 1000:
+            raise TypeError(f"batch_size must be a whole number from 1 to 1000, got "
+                            f"{batch_size!r}")
+        if concurrency is None:
+            concurrency = batch_size
+        elif not _whole(concurrency) or not 1 <= concurrency <= batch_size:
+            raise TypeError(f"concurrency must be a whole number from 1 to batch_size "
+                            f"({batch_size}), or None for batch_size, got {concurrency!r}")
+        self.batch_size = int(batch_size)
+        self.concurrency = int(concurrency)
+
+    def batches(self, delivery_ids):
+        """Split ``delivery_ids`` into lists of at most ``batch_size`` ids, one per task."""
+        ids = list(delivery_ids)
+        return [ids[start:start + self.batch_size]
+                for start in range(0, len(ids), self.batch_size)]
+
+    def rounds(self):
+        """The most requests one after the other that a task of ``batch_size`` makes."""
+        return -(-self.batch_size // self.concurrency)
+
+
+def _whole(value):
+    return isinstance(value, Integral) and not isinstance(value, bool)

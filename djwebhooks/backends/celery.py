@@ -12,12 +12,11 @@ configuration can read ``BEAT_SCHEDULE``.
 """
 
 import logging
-from numbers import Integral
 
 from celery import shared_task
 
 from djwebhooks.backends import run_queued
-from djwebhooks.backends.base import BaseBackend
+from djwebhooks.backends.base import QueueBackend
 
 logger = logging.getLogger("djwebhooks.backends.celery")
 
@@ -39,7 +38,7 @@ BEAT_SCHEDULE = {
 DEFER_LIMIT = 600
 
 
-class CeleryBackend(BaseBackend):
+class CeleryBackend(QueueBackend):
     """Send deliveries from Celery workers.
 
     Options (``DJWEBHOOKS["BACKEND_OPTIONS"]``):
@@ -47,29 +46,27 @@ class CeleryBackend(BaseBackend):
     ``queue``
         The Celery queue the tasks go to (the app's default when None).
     ``batch_size``
-        Deliveries per task (default 1): a task sends its deliveries one after the other,
-        so 1 lets every worker slot take one. Larger batches save a few queries per
-        delivery when receivers are fast.
+        Deliveries per task (default 20): the deliveries one ``send_event()`` (or one
+        retry time) makes are split into tasks of this many. A task costs Celery and the
+        database about as much for one delivery as for twenty.
+    ``concurrency``
+        Requests a task makes at once (default ``batch_size``), each on a thread of the
+        worker's own.
     ``defer_limit``
         Seconds: retries due within this are handed to Celery with ``eta`` (default 600);
         later ones wait in the database for ``webhooks_sweep``.
     """
 
-    defers = True
-
-    def __init__(self, *, queue=None, batch_size=1, defer_limit=DEFER_LIMIT):
+    def __init__(self, *, queue=None, batch_size=QueueBackend.BATCH_SIZE, concurrency=None,
+                 defer_limit=DEFER_LIMIT):
         if queue is not None and (not isinstance(queue, str) or not queue):
             raise TypeError(f"queue must be a queue name (a string) or None, got {queue!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or not (
-                1 <= batch_size <= 1000):
-            raise TypeError(f"batch_size must be a whole number from 1 to 1000, got "
-                            f"{batch_size!r}")
+        super().__init__(batch_size=batch_size, concurrency=concurrency)
         if defer_limit is not None and (isinstance(defer_limit, bool) or not isinstance(
                 defer_limit, (int, float)) or not 0 <= defer_limit <= 86400):
             raise TypeError(f"defer_limit must be a number of seconds from 0 to 86400, or "
                             f"None, got {defer_limit!r}")
         self.queue = queue
-        self.batch_size = int(batch_size)
         self.defer_limit = defer_limit
 
     def enqueue(self, delivery_ids, *, run_after=None):
@@ -80,9 +77,8 @@ class CeleryBackend(BaseBackend):
             options["queue"] = self.queue
         if run_after is not None:
             options["eta"] = run_after
-        ids = list(delivery_ids)
-        for start in range(0, len(ids), self.batch_size):
-            send.apply_async((ids[start:start + self.batch_size],), **options)
+        for batch in self.batches(delivery_ids):
+            send.apply_async((batch,), **options)
 
 
 @shared_task(name=SEND_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

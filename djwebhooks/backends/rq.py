@@ -22,7 +22,7 @@ from django_rq import get_queue
 
 from djwebhooks import conf
 from djwebhooks.backends import run_queued
-from djwebhooks.backends.base import BaseBackend
+from djwebhooks.backends.base import QueueBackend
 
 logger = logging.getLogger("djwebhooks.backends.rq")
 
@@ -34,7 +34,7 @@ SEND_JOB = f"{__name__}.send"
 JOB_TIMEOUT_MARGIN = 60
 
 
-class RQBackend(BaseBackend):
+class RQBackend(QueueBackend):
     """Send deliveries from RQ workers, through a queue of django-rq's ``RQ_QUEUES``.
 
     Options (``DJWEBHOOKS["BACKEND_OPTIONS"]``):
@@ -42,24 +42,22 @@ class RQBackend(BaseBackend):
     ``queue``
         The name of the queue in ``RQ_QUEUES`` the jobs go to (default ``"default"``).
     ``batch_size``
-        Deliveries per job (default 1): a job sends its deliveries one after the other,
-        so 1 lets every worker take one. Larger batches save a few queries (and, with
-        RQ's forking worker, a process) per delivery when receivers are fast.
+        Deliveries per job (default 20): the deliveries one ``send_event()`` (or one
+        retry time) makes are split into jobs of this many. A job costs RQ a forked
+        process and the database a few queries, for one delivery as for twenty.
+    ``concurrency``
+        Requests a job makes at once (default ``batch_size``), each on a thread.
 
-    Each job may run for ``batch_size`` times ``TOTAL_TIMEOUT``, and a minute more, before
-    RQ stops it (``webhooks_sweep`` then hands its deliveries over again once their claims
-    expire); its result is not kept.
+    Each job may run for ``TOTAL_TIMEOUT`` for each round of ``concurrency`` requests, and
+    a minute more, before RQ stops it (``webhooks_sweep`` then hands its deliveries over
+    again once their claims expire); its result is not kept.
     """
 
-    defers = True
-
-    def __init__(self, *, queue="default", batch_size=1):
+    def __init__(self, *, queue="default", batch_size=QueueBackend.BATCH_SIZE,
+                 concurrency=None):
         if not isinstance(queue, str) or not queue:
             raise TypeError(f"queue must be a queue name (a string), got {queue!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
-                1 <= batch_size <= 1000):
-            raise TypeError(f"batch_size must be a whole number from 1 to 1000, got "
-                            f"{batch_size!r}")
+        super().__init__(batch_size=batch_size, concurrency=concurrency)
         queues = getattr(settings, "RQ_QUEUES", None)
         if not isinstance(queues, dict):
             raise TypeError(f"queue {queue!r} needs django-rq's RQ_QUEUES setting, a dict "
@@ -69,11 +67,10 @@ class RQBackend(BaseBackend):
             raise TypeError(f"queue {queue!r} is not in django-rq's RQ_QUEUES (its queues: "
                             f"{known})")
         self.queue = queue
-        self.batch_size = batch_size
 
     def job_timeout(self):
         """Seconds a job of ``batch_size`` deliveries may run before RQ stops it."""
-        return math.ceil(self.batch_size * conf.get_seconds("TOTAL_TIMEOUT")) + \
+        return math.ceil(self.rounds() * conf.get_seconds("TOTAL_TIMEOUT")) + \
             JOB_TIMEOUT_MARGIN
 
     def enqueue(self, delivery_ids, *, run_after=None):
@@ -83,9 +80,8 @@ class RQBackend(BaseBackend):
         timeout = self.job_timeout()
         if run_after is not None and run_after <= timezone.now():
             run_after = None
-        ids = list(delivery_ids)
-        for start in range(0, len(ids), self.batch_size):
-            args = (ids[start:start + self.batch_size],)
+        for batch in self.batches(delivery_ids):
+            args = (batch,)
             if run_after is None:
                 # Not queue.enqueue(): inside a transaction, django-rq (in its default
                 # COMMIT_MODE) holds the job until the default database commits; the

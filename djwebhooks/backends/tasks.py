@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from djwebhooks.backends import get_backend, run_queued
-from djwebhooks.backends.base import BaseBackend
+from djwebhooks.backends.base import QueueBackend
 
 if find_spec("django.tasks"):
     from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME, task_backends
@@ -37,7 +37,7 @@ logger = logging.getLogger("djwebhooks.backends.tasks")
 SEND_TASK = f"{__name__}.send"
 
 
-class TasksBackend(BaseBackend):
+class TasksBackend(QueueBackend):
     """Send deliveries from the workers of a Django Tasks backend (django-tasks-db's
     ``db_worker``, for instance).
 
@@ -52,16 +52,19 @@ class TasksBackend(BaseBackend):
         The tasks' priority, from -100 to 100 (default 0), for Tasks backends that
         support priorities.
     ``batch_size``
-        Deliveries per task (default 1): a task sends its deliveries one after the other,
-        so 1 lets every worker take one. Larger batches save a few queries per delivery
-        when receivers are fast.
+        Deliveries per task (default 20): the deliveries one ``send_event()`` (or one
+        retry time) makes are split into tasks of this many. A task costs the Tasks
+        backend and the database about as much for one delivery as for twenty.
+    ``concurrency``
+        Requests a task makes at once (default ``batch_size``), each on a thread.
 
     The Tasks backend and the task are checked when this backend is created, so a
     mistake is reported by ``djwebhooks.E004``.
     """
 
     def __init__(self, *, backend=DEFAULT_TASK_BACKEND_ALIAS,
-                 queue_name=DEFAULT_TASK_QUEUE_NAME, priority=0, batch_size=1):
+                 queue_name=DEFAULT_TASK_QUEUE_NAME, priority=0,
+                 batch_size=QueueBackend.BATCH_SIZE, concurrency=None):
         if not isinstance(backend, str) or not backend:
             raise TypeError(f"backend must be the alias of a Tasks backend in TASKS (a "
                             f"string), got {backend!r}")
@@ -70,14 +73,10 @@ class TasksBackend(BaseBackend):
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be a whole number from -100 to 100, got "
                             f"{priority!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
-                1 <= batch_size <= 1000):
-            raise TypeError(f"batch_size must be a whole number from 1 to 1000, got "
-                            f"{batch_size!r}")
+        super().__init__(batch_size=batch_size, concurrency=concurrency)
         self.backend = backend
         self.queue_name = queue_name
         self.priority = priority
-        self.batch_size = batch_size
         aliases = _aliases()
         if backend not in aliases:
             known = ", ".join(repr(alias) for alias in aliases) or "none"
@@ -117,8 +116,8 @@ class TasksBackend(BaseBackend):
                     f"support run_after), so deliveries {ids} due at "
                     f"{run_after.isoformat()} are not enqueued; webhooks_sweep hands them "
                     "over once they are due.")
-        for start in range(0, len(ids), self.batch_size):
-            task.enqueue(ids[start:start + self.batch_size])
+        for batch in self.batches(ids):
+            task.enqueue(batch)
 
 
 def send(delivery_ids):
