@@ -132,6 +132,9 @@ def test_the_pool_is_kept_and_with_it_each_thread_s_connection_to_the_receiver(
     assert set(clients[3:]) == set(clients[:3])  # the same three connections, kept
 
 
+# Python 3.12+ warns that a fork of a process with threads may deadlock in the child: the
+# point here is that the child never waits on the parent's threads.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_pool_made_before_a_fork_is_not_used_in_the_child():
     parent = sending._pool(2)
     assert parent.submit(os.getpid).result(timeout=10) == os.getpid()
