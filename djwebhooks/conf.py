@@ -67,7 +67,18 @@ DEFAULTS = {
     "ALLOWED_PORTS": None,
     # Seconds an old secret stays valid (and signed with) after a rotation; at most 7 days.
     "SECRET_ROTATION_GRACE": 24 * 3600,
+    # Dotted path of a callable(user) -> bool: who may use the webhook pages and API.
+    "MANAGE_PERMISSION": "djwebhooks.portal.access.active_user",
+    # How often each user may do each costly thing from the pages and the API.
+    "RATE_LIMITS": {"send_test": "10/minute", "replay": "30/minute",
+                    "rotate_secret": "5/hour"},
+    # The cache (an alias of CACHES) the rate limits count in.
+    "RATE_LIMIT_CACHE": "default",
 }
+
+#: The periods a rate may be given in, and their seconds.
+RATE_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+RATE_RE = re.compile(r"^\s*(\d{1,9})\s*/\s*(second|minute|hour|day)\s*$")
 
 #: Settings given in seconds; a ``datetime.timedelta`` is accepted too.
 DURATION_KEYS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "RETRY_AFTER_MAX", "LEASE",
@@ -170,6 +181,23 @@ def get_user_agent():
     return get_setting("USER_AGENT") or f"dj-webhooks/{__version__}"
 
 
+def parse_rate(text):
+    """Return ``(count, seconds)`` for a rate such as ``"10/minute"``; raise ValueError."""
+    match = RATE_RE.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a rate such as '10/minute' (a whole number, '/', "
+                         f"and one of {', '.join(RATE_PERIODS)})")
+    return int(match[1]), RATE_PERIODS[match[2]]
+
+
+def get_rate_limit(action):
+    """Return ``(count, seconds)`` for ``action`` in ``RATE_LIMITS``, or None: no limit."""
+    defaults = DEFAULTS["RATE_LIMITS"]
+    rates = {**defaults, **get_setting("RATE_LIMITS")}
+    rate = rates.get(action)
+    return None if rate is None else parse_rate(rate)
+
+
 def settings_problems():
     """Yield ``(key, message)`` for every unknown key or bad value in ``DJWEBHOOKS``.
 
@@ -265,6 +293,40 @@ def settings_problems():
         yield "BACKEND_OPTIONS", (
             "DJWEBHOOKS['BACKEND_OPTIONS'] must be a dict of keyword arguments for the "
             f"backend, such as {{'queue': 'webhooks'}}, got {options!r}."
+        )
+    permission = raw.get("MANAGE_PERMISSION", DEFAULTS["MANAGE_PERMISSION"])
+    if not callable(permission) and (not isinstance(permission, str) or not permission):
+        yield "MANAGE_PERMISSION", (
+            "DJWEBHOOKS['MANAGE_PERMISSION'] must be the dotted path of a function that "
+            f"takes a user and returns True or False, got {permission!r}."
+        )
+    rates = raw.get("RATE_LIMITS", DEFAULTS["RATE_LIMITS"])
+    if not isinstance(rates, dict):
+        yield "RATE_LIMITS", (
+            "DJWEBHOOKS['RATE_LIMITS'] must be a dict of action -> rate, such as "
+            f"{{'send_test': '10/minute'}}, got {rates!r}."
+        )
+    else:
+        for action, rate in rates.items():
+            if action not in DEFAULTS["RATE_LIMITS"]:
+                yield "RATE_LIMITS", (
+                    f"DJWEBHOOKS['RATE_LIMITS'] has {action!r}, which is not one of "
+                    f"{', '.join(DEFAULTS['RATE_LIMITS'])}."
+                )
+                continue
+            if rate is None:
+                continue
+            try:
+                parse_rate(rate)
+            except ValueError as exc:
+                yield "RATE_LIMITS", (
+                    f"DJWEBHOOKS['RATE_LIMITS'][{action!r}]: {exc}; or None for no limit."
+                )
+    cache = raw.get("RATE_LIMIT_CACHE", DEFAULTS["RATE_LIMIT_CACHE"])
+    if not isinstance(cache, str) or cache not in getattr(django_settings, "CACHES",
+                                                          {"default": {}}):
+        yield "RATE_LIMIT_CACHE", (
+            f"DJWEBHOOKS['RATE_LIMIT_CACHE'] must be an alias of CACHES, got {cache!r}."
         )
     user_agent = raw.get("USER_AGENT")
     if user_agent is not None and (not isinstance(user_agent, str) or "\n" in user_agent):

@@ -255,3 +255,30 @@ def _signature(function):
     )
     var_kwargs = any(p.kind == p.VAR_KEYWORD for p in parameters)
     return positional, defaults, keywords, var_kwargs
+
+
+#: The data of a test event: the receiver can tell it from a real one by ``test``.
+TEST_PAYLOAD = {"test": True,
+                "message": "A test event, sent on request from the webhook pages."}
+
+
+def send_test_event(target):
+    """Send one test delivery of ``target``'s event to ``target`` alone; return it.
+
+    Its data is ``TEST_PAYLOAD`` and its message id begins ``msg_test_``; it is written in
+    the caller's transaction and sent once it commits, as any delivery is. An inactive
+    target gets none: ``ValueError`` says to enable it first.
+    """
+    if not target.is_active:
+        raise ValueError("This target is disabled: enable it before sending it a test "
+                         "event.")
+    using = router.db_for_write(Delivery)
+    now = timezone.now()
+    delivery = Delivery(
+        webhook_target=target, event=target.event,
+        hash_value=f"msg_test_{uuid.uuid4().hex}", next_attempt_at=now, queued_at=now,
+        payload_json=encode_payload(TEST_PAYLOAD, encoder=DjangoJSONEncoder,
+                                    max_bytes=conf.get_setting("MAX_PAYLOAD_BYTES")))
+    delivery.save(using=using, force_insert=True)
+    enqueue_on_commit([delivery.pk], using=using)
+    return delivery

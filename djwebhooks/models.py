@@ -1,7 +1,10 @@
 """Who subscribed to what (``WebhookTarget``), each message (``Delivery``), each try
-(``DeliveryAttempt``), and the workers sending them (``WorkerHeartbeat``)."""
+(``DeliveryAttempt``), the workers sending them (``WorkerHeartbeat``), and the keys of the
+webhook API (``ApiToken``)."""
 
+import hashlib
 import json
+import secrets
 from datetime import timedelta
 
 from django.conf import settings
@@ -448,3 +451,56 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self):
         return self.claimant
+
+
+class ApiToken(models.Model):
+    """A key a user gives a client of the webhook API (``Authorization: Bearer <key>``).
+
+    Only a digest of the key is stored: the key is shown once, when it is made
+    (``ApiToken.create``), and a lost one is revoked and replaced, never recovered.
+    """
+
+    #: How every key begins, so that a key found in a log or a repository is recognisable.
+    PREFIX = "djwh_"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_api_tokens",
+        verbose_name=_("user"),
+    )
+    name = models.CharField(_("name"), max_length=100,
+                            help_text=_("What the key is for, such as the client using it."))
+    key_start = models.CharField(_("key starts with"), max_length=16,
+                                 help_text=_("The first characters of the key, to tell keys "
+                                             "apart."))
+    digest = models.CharField(_("digest"), max_length=64, unique=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    last_used = models.DateTimeField(_("last used"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook API token")
+        verbose_name_plural = _("webhook API tokens")
+        ordering = ["-created", "-pk"]
+
+    def __str__(self):
+        return f"{self.name} ({self.key_start}…)"
+
+    @staticmethod
+    def digest_of(key):
+        """The stored digest of ``key``: SHA-256, in hex. A key is 30 random bytes, so a
+        fast digest cannot be searched backwards."""
+        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    @classmethod
+    def create(cls, user, name):
+        """Make a token for ``user``; return ``(token, key)``. The key is not kept."""
+        key = cls.PREFIX + secrets.token_urlsafe(30)
+        token = cls.objects.create(user=user, name=name, key_start=key[:12],
+                                   digest=cls.digest_of(key))
+        return token, key
+
+    @classmethod
+    def find(cls, key):
+        """The token whose key is ``key``, with its user; None for an unknown key."""
+        if not isinstance(key, str) or not key.startswith(cls.PREFIX) or len(key) > 200:
+            return None
+        return cls.objects.select_related("user").filter(digest=cls.digest_of(key)).first()

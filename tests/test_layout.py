@@ -12,6 +12,8 @@ DOCS = PACKAGE.parent / "docs"
 
 #: From the top down: a module may import only modules in its own layer or below.
 LAYERS = [
+    {"urls"},
+    {"portal"},  # the pages and the API (the package's own modules import one another)
     {"apps", "admin", "checks", "forms", "pytest_plugin", "management", "migrations",
      "tasks"},
     {"decorators"},
