@@ -11,6 +11,7 @@
 - ``djwebhooks.E006`` ``LEASE`` is too short for a request of ``TOTAL_TIMEOUT`` to start
 - ``djwebhooks.E007`` ``USE_TZ = False``
 - ``djwebhooks.E008`` a target's signing secret cannot sign (run with ``--database``)
+- ``djwebhooks.E009`` ``MANAGE_PERMISSION`` cannot be imported or called
 """
 
 from django.conf import settings
@@ -44,6 +45,20 @@ def check_settings(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+@checks.register()
+def check_manage_permission(app_configs=None, **kwargs):
+    """Report a ``MANAGE_PERMISSION`` that cannot be imported or called."""
+    if not isinstance(conf.get_setting("MANAGE_PERMISSION"), str) and not callable(
+            conf.get_setting("MANAGE_PERMISSION")):
+        return []  # reported by check_settings
+    try:
+        conf.get_manage_permission()
+    except WebhookImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint="For example 'myapp.permissions.may_manage_"
+                             "webhooks', a function of the user.", id="djwebhooks.E009")]
+    return []
 
 
 @checks.register()

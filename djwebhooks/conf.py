@@ -10,6 +10,7 @@ from datetime import timedelta
 from numbers import Real
 
 from django.conf import settings as django_settings
+from django.utils.module_loading import import_string
 
 from djwebhooks import __version__, retry
 from djwebhooks.exceptions import WebhookImproperlyConfigured
@@ -196,6 +197,26 @@ def get_rate_limit(action):
     rates = {**defaults, **get_setting("RATE_LIMITS")}
     rate = rates.get(action)
     return None if rate is None else parse_rate(rate)
+
+
+def get_manage_permission():
+    """Return the ``MANAGE_PERMISSION`` callable; ``WebhookImproperlyConfigured`` when its
+    dotted path cannot be imported or names something that cannot be called."""
+    value = get_setting("MANAGE_PERMISSION")
+    if callable(value):
+        return value
+    try:
+        function = import_string(value)
+    except (ImportError, TypeError, ValueError) as exc:
+        raise WebhookImproperlyConfigured(
+            f"DJWEBHOOKS['MANAGE_PERMISSION'] is {value!r}, which cannot be imported "
+            f"({exc}). It must be the dotted path of a function that takes a user and "
+            "returns True or False.") from exc
+    if not callable(function):
+        raise WebhookImproperlyConfigured(
+            f"DJWEBHOOKS['MANAGE_PERMISSION'] is {value!r}, which is not a function: it must "
+            "name a function that takes a user and returns True or False.")
+    return function
 
 
 def settings_problems():

@@ -10,10 +10,8 @@ import math
 import time
 
 from django.core.cache import caches
-from django.utils.module_loading import import_string
 
 from djwebhooks import conf
-from djwebhooks.exceptions import WebhookImproperlyConfigured
 from djwebhooks.models import ApiToken, Delivery, WebhookTarget
 
 #: What each rate-limited action is called in a message.
@@ -29,23 +27,10 @@ def active_user(user):
     return bool(user.is_authenticated and user.is_active)
 
 
-def permission():
-    """The ``MANAGE_PERMISSION`` callable."""
-    value = conf.get_setting("MANAGE_PERMISSION")
-    if callable(value):
-        return value
-    try:
-        return import_string(value)
-    except ImportError as exc:
-        raise WebhookImproperlyConfigured(
-            f"DJWEBHOOKS['MANAGE_PERMISSION'] is {value!r}, which cannot be imported "
-            f"({exc}). It must be the dotted path of a function that takes a user and "
-            "returns True or False.") from exc
-
-
 def may_manage(user):
     """True when ``user`` may use the webhook pages and API (anonymous users never may)."""
-    return bool(user is not None and user.is_authenticated and permission()(user))
+    return bool(user is not None and user.is_authenticated and
+                conf.get_manage_permission()(user))
 
 
 def targets_of(user):
