@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.messages import get_messages
+from django.contrib.staticfiles import finders
 from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
@@ -110,6 +111,11 @@ def test_every_page_renders_for_its_owner(owner, objects):
         assert re.search(r'<a href="/webhooks/deliveries/"[^>]*>Deliveries</a>', page)
         assert re.search(r'<a href="/webhooks/tokens/"[^>]*>API tokens</a>', page)
         assert '<html lang="' in page
+        assert '<link rel="stylesheet" href="/static/djwebhooks/portal.css">' in page
+
+
+def test_the_stylesheet_is_a_static_file():
+    assert finders.find("djwebhooks/portal.css")
 
 
 def test_anonymous_users_are_sent_to_log_in(client, objects):
@@ -307,6 +313,19 @@ def test_rotating_the_secret(owner, objects):
     secret_page = page_text(owner.post(reverse("djwebhooks:target-secret", args=[target.pk])))
     assert f"the previous secret keeps working until {until} UTC" in secret_page
     assert old not in secret_page  # the previous secret is not shown
+
+
+def test_times_are_shown_in_the_current_time_zone(owner, objects, settings):
+    settings.TIME_ZONE = "America/New_York"
+    target = objects["target"]
+    response = owner.post(reverse("djwebhooks:target-rotate", args=[target.pk]), follow=True)
+    target.refresh_from_db()
+    local = timezone.localtime(target.previous_secret_expires)
+    assert local.utcoffset() != timedelta(0)
+    shown = local.strftime("%Y-%m-%d %H:%M:%S ") + local.tzname()
+    assert messages_of(response) == [
+        f"Secret rotated. The previous secret keeps working until {shown}."]
+    assert re.search(r"\d\d:\d\d:\d\d E[SD]T", page_text(response))  # the delivery's time
 
 
 def test_rotating_with_no_grace_says_the_old_secret_stops_working(owner, objects, settings):

@@ -6,6 +6,7 @@ finds objects only among the user's own (``owned``: anyone else's is a 404), and
 things only on a POST (CSRF-checked by Django's middleware).
 """
 
+import logging
 from functools import wraps
 
 from django import forms
@@ -39,6 +40,8 @@ DELIVERIES_PER_PAGE = 50
 CHART_HOURS = {"24h": 24, "7d": 7 * 24}
 
 TEMPLATES = "djwebhooks/portal/"
+
+logger = logging.getLogger(__name__)
 
 
 def owner_required(view):
@@ -181,6 +184,8 @@ def target_set_active(request, target):
 def target_secret(request, target):
     """The whole signing secret, on a page of its own that is never cached (asked for by
     POST so that it is never in a URL or the browser's history to revisit)."""
+    logger.info("User %s viewed the signing secret of webhook target %s.",
+                request.user.pk, target.pk)
     in_grace = len(target.signing_secrets()) > 1
     return render(request, TEMPLATES + "target_secret.html", {
         "target": target,
