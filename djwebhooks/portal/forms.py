@@ -48,7 +48,8 @@ class OwnerTargetForm(forms.ModelForm):
         if self.instance.pk:
             same = same.exclude(pk=self.instance.pk)
         if data.get("event") and data.get("target_url") and same.exists():
-            raise forms.ValidationError(
+            # Beside the URL, the field a person most often mistypes into a duplicate.
+            self.add_error("target_url", forms.ValidationError(
                 _("You already have a webhook for this event, identifier and URL."),
-                code="duplicate")
+                code="duplicate"))
         return data
