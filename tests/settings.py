@@ -18,6 +18,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Serves the admin's and the pages' CSS to the browser tests' live server.
+    "django.contrib.staticfiles",
     # The queues the Tasks and RQ backends send through (tests/test_tasks_backend.py and
     # tests/test_rq_backend.py); on Django 5.2, Tasks come from the django-tasks backport.
     *([] if find_spec("django.tasks") else ["django_tasks"]),
@@ -47,6 +49,8 @@ TEMPLATES = [
         },
     }
 ]
+
+STATIC_URL = "/static/"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
