@@ -18,7 +18,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",  # the pages' stylesheet
+    # The pages' stylesheet, served to the browser tests' live server too.
+    "django.contrib.staticfiles",
     # The queues the Tasks and RQ backends send through (tests/test_tasks_backend.py and
     # tests/test_rq_backend.py); on Django 5.2, Tasks come from the django-tasks backport.
     *([] if find_spec("django.tasks") else ["django_tasks"]),

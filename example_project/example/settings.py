@@ -74,7 +74,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-# The admin's login page is the only one this project has.
+# The admin's login page is the only one this project has: the webhook pages
+# (/account/webhooks/) send signed-out users there.
 LOGIN_URL = "admin:login"
 
 LANGUAGE_CODE = "en-us"

@@ -388,6 +388,8 @@ class Command(BaseCommand):
         self.say("  http://127.0.0.1:8000/webhooks/received/          what the receivers got")
         self.say("A delivery that fails for good (its retries used up) can be sent again with")
         self.say("python example_project/manage.py webhooks_replay.")
+        self.say(f"Your users' webhook pages: http://127.0.0.1:8000{reverse('djwebhooks:targets')} "
+                 "(python example_project/manage.py runserver)")
 
 
 def path_of(delivery):
