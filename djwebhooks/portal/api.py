@@ -35,6 +35,8 @@ DEFAULT_LIMIT, MAX_LIMIT = 50, 100
 CURSOR_SALT = "djwebhooks.portal.api.cursor"
 #: How long a token's ``last_used`` may lag behind its use, to save a write per request.
 LAST_USED_PRECISION = timedelta(minutes=1)
+#: The largest id (a signed 64-bit integer): a larger one is not looked for.
+MAX_ID = 2**63 - 1
 #: The types each field of a target must have in a request body.
 FIELD_TYPES = {"event": str, "identifier": str, "target_url": str,
                "header_content_type": str, "is_active": bool}
@@ -263,10 +265,10 @@ def parse_cursor(value):
 
 
 def parse_id(name, value):
-    """A query parameter that must be an id (a positive integer), or None when absent."""
+    """A query parameter that must be an id (1 to ``MAX_ID``), or None when absent."""
     if value is None:
         return None
-    if value.isascii() and value.isdigit():
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_ID:
         return int(value)
     raise ApiError(400, f"The {name} is not valid.", {name: ["Must be an integer id."]})
 
@@ -349,7 +351,8 @@ def attempt_json(attempt):
 
 def found(queryset, pk, what):
     """The object ``pk`` of ``queryset`` (the user's own), or a 404 ``ApiError``."""
-    obj = queryset.filter(pk=pk).first()
+    # An id no database column holds is looked for nowhere (some databases raise).
+    obj = queryset.filter(pk=pk).first() if pk <= MAX_ID else None
     if obj is None:
         raise ApiError(404, f"No {what} with the id {pk}.")
     return obj

@@ -11,9 +11,6 @@ from djwebhooks import __version__, conf
 from djwebhooks.encoding import FORM, JSON
 from djwebhooks.models import Delivery
 
-#: The largest id a path or filter takes (a signed 64-bit integer).
-MAX_ID = 2**63 - 1
-
 DESCRIPTION = """\
 Subscribe URLs to events and follow the webhooks sent to them, following the REST Hooks \
 pattern (https://resthooks.org): POST /targets/ subscribes (the answer carries the \
@@ -44,7 +41,8 @@ def nullable(kind, **extra):
 
 
 DATETIME = {"type": "string", "format": "date-time"}
-ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+#: An id: the largest a signed 64-bit integer column holds.
+ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 
 
 def target_properties():
