@@ -3,6 +3,7 @@ webhooks, authentication, every error, pagination, and its OpenAPI description, 
 and fuzzed."""
 
 import json
+from datetime import timedelta
 
 import pytest
 import schemathesis
@@ -11,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.wsgi import get_wsgi_application
 from django.test import Client, override_settings
+from django.utils import timezone
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from openapi_spec_validator import validate
@@ -176,6 +178,7 @@ def test_deliveries_are_filtered(client, delivery, make_target):
     Delivery.objects.create(webhook_target=other, event="invoice.paid", hash_value="msg_2")
 
     def ids(query):
+        """The message ids listed for ``query``."""
         response = client.get(f"{API}/deliveries/?{query}")
         assert response.status_code == 200
         return [row["message_id"] for row in response.json()["results"]]
@@ -477,6 +480,15 @@ def test_a_token_acts_for_its_user_and_records_its_use(client, key, user, make_t
     assert token.last_used == first  # not written again within the minute
 
 
+def test_last_used_is_written_again_after_a_minute(client):
+    token = ApiToken.objects.get()
+    long_ago = timezone.now() - timedelta(minutes=2)
+    ApiToken.objects.filter(pk=token.pk).update(last_used=long_ago)
+    client.get(f"{API}/targets/")
+    token.refresh_from_db()
+    assert token.last_used > long_ago + timedelta(minutes=1)
+
+
 def test_a_revoked_token_is_401(client):
     assert client.get(f"{API}/targets/").status_code == 200
     ApiToken.objects.all().delete()
@@ -489,6 +501,14 @@ def test_an_inactive_users_token_is_401(client, user):
     user.is_active = False
     user.save()
     assert client.get(f"{API}/targets/").status_code == 401
+
+
+def test_an_inactive_users_session_is_401(user):
+    browser = Client()
+    browser.force_login(user)
+    user.is_active = False
+    user.save()
+    assert browser.get(f"{API}/targets/").status_code == 401
 
 
 def test_a_user_manage_permission_refuses_is_403(client, settings, user, delivery):
@@ -602,8 +622,7 @@ def test_the_openapi_document_describes_every_route():
 
 @pytest.fixture
 def fuzz_data(transactional_db):
-    """A user of the fuzz test's own (committed, so every request sees it), their API key,
-    and the ids of their targets and deliveries."""
+    """A fuzzing user's API key and the ids of their targets and deliveries, committed."""
     owner = get_user_model().objects.create_user("fuzzer", "fuzz@example.com", "pw")
     ids = {"targets": [], "deliveries": []}
     for n in range(3):
@@ -621,8 +640,7 @@ def fuzz_data(transactional_db):
 
 
 def existing_ids(case, ids):
-    """Point an even generated id at one of the fuzz user's objects, so that the routes'
-    successful answers are checked as well as their 404s."""
+    """Point an even generated id at an object of the fuzzing user's (not only 404s)."""
     value = (case.path_parameters or {}).get("id")
     if isinstance(value, int) and value % 2 == 0:
         rows = ids["targets" if case.path.startswith("/targets/") else "deliveries"]

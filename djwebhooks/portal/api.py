@@ -49,6 +49,7 @@ class ApiError(Exception):
     """An error answered as JSON: ``status``, a sentence, and messages per field."""
 
     def __init__(self, status, message, fields=None, headers=None):
+        """An error of HTTP ``status``, explained by ``message`` and ``fields``."""
         super().__init__(message)
         self.status, self.message = status, message
         self.fields, self.headers = fields or {}, headers or {}
@@ -70,18 +71,17 @@ def unauthorized(message):
 
 
 def endpoint(*methods, public=False):
-    """Make a view an API view: it answers only ``methods`` (405 otherwise), authenticates
-    the client (unless ``public``), and turns ``ApiError`` and ``RateLimited`` into JSON.
-
-    The view is CSRF-exempt because a bearer token is no cookie a browser sends by itself;
-    session-authenticated requests are checked here instead (``authenticate``).
-    """
+    """Make an API view: only ``methods``, authenticated unless ``public``, errors as JSON."""
     allowed = list(methods)
 
     def decorate(view):
+        """Wrap ``view``, which takes the request, the user and the URL's arguments."""
+        # Exempt because a bearer token is no cookie a browser sends by itself; requests
+        # authenticated by the session are CSRF-checked in ``authenticate`` instead.
         @csrf_exempt
         @wraps(view)
         def wrapper(request, *args, **kwargs):
+            """Answer ``request`` with ``view``, or with the error that stopped it."""
             try:
                 if request.method not in allowed:
                     raise ApiError(405, f"The method {request.method} is not allowed here.",
@@ -102,8 +102,7 @@ def endpoint(*methods, public=False):
 
 
 def authenticate(request):
-    """The user the request acts for; raise ``ApiError`` (401, 403) when there is none or
-    they may not manage webhooks."""
+    """The user the request acts for, or ``ApiError`` (401, 403) when none may act."""
     header = request.META.get("HTTP_AUTHORIZATION")
     if header is not None:
         user = token_user(header)
@@ -133,8 +132,7 @@ def token_user(header):
 
 
 def check_csrf(request):
-    """Raise ``ApiError`` (403) when a session-authenticated request that changes something
-    fails Django's CSRF check (the views themselves are exempt, for bearer tokens)."""
+    """Raise ``ApiError`` (403) when a session's unsafe request fails Django's CSRF check."""
     if request.method not in UNSAFE_METHODS:
         return
     if CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {}) is not None:
@@ -154,7 +152,7 @@ def json_body(request):
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
-    if length > MAX_BODY_BYTES:
+    if length > MAX_BODY_BYTES or len(request.body) > MAX_BODY_BYTES:
         raise ApiError(413, f"The body is too large: at most {MAX_BODY_BYTES} bytes.")
     try:
         data = json.loads(request.body, parse_constant=refuse_constant)
@@ -185,8 +183,7 @@ def target_fields(data):
 
 
 def is_a(value, kind):
-    """True when ``value`` is of ``kind``: a bool is no string, and a string must be
-    storable (no lone surrogates, which JSON's \\u escapes can make)."""
+    """True when ``value`` is of ``kind``, and storable if a string (no lone surrogates)."""
     if kind is str and isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -212,8 +209,7 @@ def query(request, allowed):
 
 
 def form_errors(form):
-    """An ``ApiError`` (400) with the form's messages, by field (``__all__`` for the
-    target as a whole)."""
+    """An ``ApiError`` (400) with the form's messages by field (``__all__``: the whole)."""
     fields = {name: [error["message"] for error in errors]
               for name, errors in form.errors.get_json_data().items()}
     whole = fields.get("__all__")

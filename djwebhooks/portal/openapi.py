@@ -199,6 +199,7 @@ def header(description, kind="string"):
 def responses():
     """The error responses of ``components``."""
     def error(description, **headers):
+        """An error response with the Error schema and ``headers``."""
         answer = {"description": description, "content": json_content(ref("Error"))}
         if headers:
             answer["headers"] = headers
@@ -218,14 +219,15 @@ def responses():
     }
 
 
-def answers(*errors, **success):
-    """An operation's responses: ``success`` (status → (description, schema or None))
-    and the named error responses."""
+def answers(*errors, headers=None, **success):
+    """An operation's responses: ``s<status>=(description, schema)`` and named errors."""
     result = {}
     for status, (text, schema) in success.items():
-        result[status.removeprefix("s")] = (
-            {"description": text} if schema is None
-            else {"description": text, "content": json_content(schema)})
+        result[status.removeprefix("s")] = answer = {"description": text}
+        if schema is not None:
+            answer["content"] = json_content(schema)
+        if headers:
+            answer["headers"] = headers
     for status, name in (("400", "BadRequest"), ("401", "Unauthorized"),
                          ("403", "Forbidden"), ("404", "NotFound"), ("413", "TooLarge"),
                          ("415", "UnsupportedMediaType"), ("429", "TooManyRequests")):
@@ -273,7 +275,8 @@ def paths():
                                          s200=("A page of targets.", ref("TargetPage")))},
             "post": {"operationId": "subscribe", "summary": "Subscribe a URL to an event.",
                      "tags": ["targets"], "requestBody": body("TargetInput"),
-                     "responses": answers(*changes, s201=(
+                     "responses": answers(*changes, headers={"Location": header(
+                         "The new target's URL in this API.")}, s201=(
                          "The new target, with its signing secret.", ref("NewTarget")))},
         },
         "/targets/{id}/": {
@@ -326,8 +329,7 @@ def api_root():
 
 
 def document(base_url=None):
-    """The OpenAPI 3.1.0 document, its server at ``base_url`` (``https://host``; none:
-    a relative URL)."""
+    """The OpenAPI 3.1.0 document; its server is at ``base_url`` (relative when None)."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "dj-webhooks REST Hooks API", "version": __version__,
