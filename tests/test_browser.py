@@ -146,7 +146,6 @@ def screenshot(request, tmp_path):
 def pages(settings):
     """The pages mounted at /webhooks/, sending inline (during the request), no rate
     limits: the tests press the same buttons many times a minute."""
-    settings.ROOT_URLCONF = "tests.urls_browser"
     settings.DJWEBHOOKS = {
         **settings.DJWEBHOOKS,
         "BACKEND": INLINE_BACKEND,

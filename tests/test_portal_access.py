@@ -121,7 +121,8 @@ def test_another_user_finds_none_of_a_user_s_pages_posts_or_api_urls(owned, user
             assert response.status_code == 200, url
             assert b"/failing/" not in response.content, url
     for url in sorted(posts):
-        assert theirs.post(url).status_code == 404, url
+        if re.search(r"/\d+/", url):  # one of the first user's things
+            assert theirs.post(url).status_code == 404, url
     for url in sorted(apis):
         response = theirs.get(url, HTTP_AUTHORIZATION=f"Bearer {other_token}")
         if re.search(r"/\d+/", url):

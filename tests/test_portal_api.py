@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.wsgi import get_wsgi_application
-from django.test import Client, override_settings
+from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -27,8 +27,6 @@ from schemathesis.checks import (
 from djwebhooks import send_event
 from djwebhooks.models import ApiToken, Delivery, DeliveryAttempt, WebhookTarget
 from djwebhooks.portal import api, openapi
-
-pytestmark = pytest.mark.urls("tests.urls_api")
 
 API = "/webhooks/api"
 
@@ -377,7 +375,9 @@ def test_a_second_identical_subscription_is_400(client, receiver):
     response = post(client, "/targets/", subscription(receiver))
     assert response.status_code == 400
     message = "You already have a webhook for this event, identifier and URL."
-    assert response.json() == {"error": message, "fields": {"__all__": [message]}}
+    assert response.json() == {
+        "error": "The webhook was not saved: see the messages for each field.",
+        "fields": {"target_url": [message]}}
 
 
 def test_patch_is_validated_too(client, make_target):
@@ -648,21 +648,18 @@ def existing_ids(case, ids):
 
 
 # Loaded from the WSGI application as the module is collected (schemathesis's fixture
-# loader does not work with this pytest), with the API's urlconf for that request only.
-with override_settings(ROOT_URLCONF="tests.urls_api"):
-    schema = schemathesis.openapi.from_wsgi(f"{API}/openapi.json", get_wsgi_application())
+# loader does not work with this pytest).
+schema = schemathesis.openapi.from_wsgi(f"{API}/openapi.json", get_wsgi_application())
 
 
 @pytest.mark.django_db(transaction=True)
 @schema.parametrize()
-@hypothesis_settings(max_examples=25, deadline=None,
+# Derandomized, with no example database: the same cases on every run and every machine,
+# so that a failure in CI can be run again here (vary them with --hypothesis-seed).
+@hypothesis_settings(max_examples=25, deadline=None, derandomize=True, database=None,
                      suppress_health_check=list(HealthCheck))
 def test_the_api_keeps_to_its_description(case, fuzz_data):
     key, ids = fuzz_data
-    # An id the URL patterns do not match (such as "null,null") never reaches the API:
-    # the project's own 404 page answers it.
-    if not all(str(value).isdigit() for value in (case.path_parameters or {}).values()):
-        return
     existing_ids(case, ids)
     case.call_and_validate(
         headers={"Authorization": f"Bearer {key}"},

@@ -213,7 +213,8 @@ def form_errors(form):
     fields = {name: [error["message"] for error in errors]
               for name, errors in form.errors.get_json_data().items()}
     whole = fields.get("__all__")
-    return ApiError(400, whole[0] if whole else "The target is not valid.", fields)
+    return ApiError(400, whole[0] if whole else
+                    "The webhook was not saved: see the messages for each field.", fields)
 
 
 # Pagination
@@ -444,3 +445,12 @@ def delivery_replay(request, user, pk):
     row = found(access.deliveries_of(user), pk, "delivery")
     access.rate_limit(user, "replay")
     return JsonResponse({"replayed": bool(events.replay([row.pk]))}, status=202)
+
+
+@csrf_exempt  # it changes nothing; otherwise a POST here would get the middleware's HTML 403
+def not_found(request, path=""):
+    """An API path that names no route: a JSON 404, as for an id that is not the user's."""
+    response = ApiError(404, f"There is no API route at {request.path}. The routes are "
+                        "described at api/openapi.json.").response()
+    add_never_cache_headers(response)
+    return response

@@ -1,6 +1,6 @@
 """The pages and the API: ``path("webhooks/", include("djwebhooks.urls"))``."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from djwebhooks.portal import api, views
 
@@ -30,4 +30,6 @@ urlpatterns = [
     path("api/deliveries/", api.deliveries, name="api-deliveries"),
     path("api/deliveries/<int:pk>/", api.delivery, name="api-delivery"),
     path("api/deliveries/<int:pk>/replay/", api.delivery_replay, name="api-delivery-replay"),
+    # Anything else under api/ is answered in JSON too, never with the site's HTML 404.
+    re_path(r"^api/(?P<path>.*)$", api.not_found),
 ]
