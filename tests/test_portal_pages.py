@@ -286,6 +286,7 @@ def test_the_secret_is_masked_and_shown_whole_only_on_a_post(owner, objects):
     target = objects["target"]
     page = owner.get(reverse("djwebhooks:target", args=[target.pk])).content.decode()
     assert target.masked_secret in page and target.secret not in page
+    assert "The current one keeps working for 24 hours after that" in page  # the grace
     response = owner.post(reverse("djwebhooks:target-secret", args=[target.pk]))
     assert f'<code id="secret" class="secret">{target.secret}</code>' in \
         response.content.decode()

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from djwebhooks import events
+from djwebhooks import events, rotation
 from djwebhooks.models import ApiToken, Delivery
 from djwebhooks.portal import access, charts, display, stats
 from djwebhooks.portal.filters import DeliveryFilterForm
@@ -146,6 +146,7 @@ def target_detail(request, target):
         "health": stats.health(target),
         "recent": recent,
         "any_pending": any(d.status == Delivery.Status.PENDING for d in recent),
+        "grace_hours": rotation.grace_seconds() / 3600,
     })
 
 
