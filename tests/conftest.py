@@ -2,12 +2,22 @@ import socket
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 
 from djwebhooks.models import WebhookTarget
 from djwebhooks.transport import close_session
 from tests.receiver import Receiver
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Each test starts with no action counted against any user's rate limits (they are
+    counted in the default cache)."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 import schemathesis
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.wsgi import get_wsgi_application
 from django.test import Client
 from django.utils import timezone
@@ -34,14 +33,6 @@ API = "/webhooks/api"
 def nobody(user):
     """A MANAGE_PERMISSION that refuses everyone."""
     return False
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_limits():
-    """Start each test with no actions counted against any rate limit."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
 from django.core.checks import run_checks
 from django.db import transaction
 from django.utils import timezone
@@ -21,13 +20,6 @@ from djwebhooks.portal.forms import OwnerTargetForm
 
 def nobody(user):
     return False
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 # Who may manage webhooks

@@ -8,7 +8,6 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.messages import get_messages
 from django.contrib.staticfiles import finders
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -30,14 +29,6 @@ OBJECT_URLS = [
 def nobody(user):
     """A MANAGE_PERMISSION that refuses everyone."""
     return False
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_limits():
-    """Each test starts with no action counted against its users."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
