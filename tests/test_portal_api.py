@@ -3,7 +3,9 @@ webhooks, authentication, every error, pagination, and its OpenAPI description, 
 and fuzzed."""
 
 import json
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -656,3 +658,13 @@ def test_the_api_keeps_to_its_description(case, fuzz_data):
         headers={"Authorization": f"Bearer {key}"},
         checks=[not_a_server_error, response_schema_conformance, status_code_conformance,
                 content_type_conformance, response_headers_conformance])
+
+
+def test_the_docs_route_table_is_the_openapi_document_s():
+    """docs/portal.rst lists every route the OpenAPI document describes, and no other."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "portal.rst").read_text()
+    documented = set(re.findall(r"^``(GET|POST|PATCH|DELETE) api(/\S*)``", text, re.M))
+    described = {(method.upper(), re.sub(r"\{(\w+)\}", r"<\1>", path))
+                 for path, operations in openapi.document()["paths"].items()
+                 for method in operations if method in ("get", "post", "patch", "delete")}
+    assert documented == described
