@@ -67,6 +67,12 @@ def crawl(client):
     return pages, posts
 
 
+def route(name):
+    """A pattern matching the URL of the portal's route ``name`` for any id."""
+    return re.compile(re.escape(reverse(f"djwebhooks:{name}", args=[9999])).replace(
+        "9999", r"\d+"))
+
+
 def api_urls(client, token):
     """Every API URL of the token's user: the lists, and each target and delivery in them."""
     auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
@@ -98,15 +104,12 @@ def test_another_user_finds_none_of_a_user_s_pages_posts_or_api_urls(owned, user
     mine = Client()
     mine.force_login(user)
     pages, posts = crawl(mine)
-    ids = {int(number) for url in pages for number in re.findall(r"/(\d+)/", url)}
     # Every kind of page was found: targets, deliveries, tokens, and their actions.
     for name in ("target", "delivery", "target-chart", "target-edit", "target-delete"):
-        assert any(url.startswith(reverse(f"djwebhooks:{name}", args=[pk]).split("?")[0])
-                   for url in pages for pk in ids), name
+        assert any(route(name).match(url.split("?")[0]) for url in pages), name
     for name in ("target-secret", "target-rotate", "target-test", "target-active",
                  "delivery-replay", "token-revoke"):
-        assert any(url == reverse(f"djwebhooks:{name}", args=[pk])
-                   for url in posts for pk in ids), name
+        assert any(route(name).fullmatch(url) for url in posts), name
     apis = api_urls(mine, owned)
     assert len(apis) == 2 + 2 + 2
 
