@@ -292,7 +292,10 @@ def test_a_cursor_re_signed_with_another_value_is_400(client):
     (b"{not json", 400, "The body is not valid JSON."),
     (b"\xff\xfe\x00", 400, "The body is not valid JSON."),
     (b'{"event": NaN}', 400, "The body is not valid JSON."),
-    (b"[" * 5000 + b"]" * 5000, 400, "The body is not valid JSON."),
+    # Too deep for Python 3.11's parser (not valid JSON), parsed by 3.13's (then a list):
+    # a 400 either way, never a 500.
+    (b"[" * 5000 + b"]" * 5000, 400,
+     ("The body is not valid JSON.", "The body must be a JSON object.")),
     (b"[]", 400, "The body must be a JSON object."),
     (b'"text"', 400, "The body must be a JSON object."),
     (b"", 400, "The body is not valid JSON."),
@@ -302,7 +305,8 @@ def test_bodies_that_are_not_json_objects_are_400(client, body, status, error):
     response = client.post(f"{API}/targets/", body, content_type="application/json",
                            CONTENT_TYPE="application/json")
     assert response.status_code == status
-    assert response.json() == {"error": error}
+    assert response.json() in [{"error": text} for text in (
+        error if isinstance(error, tuple) else (error,))]
 
 
 def test_unknown_fields_are_named(client, receiver):
