@@ -180,7 +180,9 @@ def prepare(deliveries, *, claimant, session=None, options=None, hold=None):
             cancelled.append((delivery, f"cancelled: {exc}"))
         except Exception as exc:
             logger.exception("Delivery %s could not be prepared for sending.", delivery.pk)
-            outcomes.append((delivery, failed_before_sending(exc)))
+            result = failed_before_sending(exc)
+            outcomes.append((delivery, result))
+            _safely("attempt_finished", Delivery, delivery=delivery, result=result)
         else:
             ready.append(Ready(delivery, sender))
     failed = queue.finish(claimant, inactive, queue.FAILED,
@@ -204,17 +206,21 @@ def send(item, *, total_timeout=None):
     """Send one ``Ready`` delivery; return its ``AttemptResult``. Never raises, and never
     touches the database: safe on any thread."""
     _local.delivery = item.delivery
+    # For monitoring: on this thread, so a span can be current around the request.
+    _safely("attempt_started", Delivery, delivery=item.delivery)
     try:
         if total_timeout is not None:
             item.sender.total_timeout = min(item.sender.total_timeout, total_timeout)
-        return item.sender.send()
+        result = item.sender.send()
     except Exception as exc:
         # Senders turn the receiver's failures into results; this came from the sender
         # itself (a subclass's method, a bug), before or after the request.
         logger.exception("The sender of delivery %s failed.", item.delivery.pk)
-        return failed_before_sending(exc, notification="Sender error")
+        result = failed_before_sending(exc, notification="Sender error")
     finally:
         _local.delivery = None
+    _safely("attempt_finished", Delivery, delivery=item.delivery, result=result)
+    return result
 
 
 def current_delivery():

@@ -10,6 +10,16 @@
   kept failing for longer than ``DJWEBHOOKS["DISABLE_AFTER"]``.
 
 The last three are sent after the database changes they report have been committed.
+
+For monitoring (``djwebhooks.metrics``, ``djwebhooks.tracing``), sent as things happen,
+before anything is recorded:
+
+- ``attempt_started(delivery)``: on the thread about to make an attempt's request.
+- ``attempt_finished(delivery, result)``: on the same thread, once the attempt is over
+  (``result`` is its ``AttemptResult``); also for an attempt that failed while being
+  prepared, with no ``attempt_started`` before it.
+- ``worker_claimed(worker, ids)``: a ``Worker`` claimed the deliveries ``ids`` (never
+  empty); ``sender`` is the ``Worker`` class.
 """
 
 from django.dispatch import Signal
@@ -18,3 +28,6 @@ delivery_sending = Signal()
 delivery_succeeded = Signal()
 delivery_failed = Signal()
 target_disabled = Signal()
+attempt_started = Signal()
+attempt_finished = Signal()
+worker_claimed = Signal()

@@ -16,6 +16,8 @@ LAYERS = [
     {"portal"},  # the pages and the API (the package's own modules import one another)
     {"apps", "admin", "checks", "forms", "pytest_plugin", "management", "migrations",
      "tasks"},
+    # Monitoring listens to signals and reads the database; the sending path never imports it.
+    {"metrics", "tracing"},
     {"decorators"},
     {"events", "sweep"},
     {"backends", "worker"},

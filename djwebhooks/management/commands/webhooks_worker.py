@@ -43,6 +43,12 @@ class Command(BaseCommand):
                             f"DJWEBHOOKS['LEASE'], at most {LONGEST_WAIT}).")
         parser.add_argument("--worker-id", help="The name of this worker, at most "
                             f"{WORKER_ID_MAX_LENGTH} characters (default: host:pid).")
+        parser.add_argument("--metrics-port", type=int,
+                            help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics "
+                            "from this process (needs dj-webhooks[prometheus]).")
+        parser.add_argument("--metrics-address", default="127.0.0.1",
+                            help="The address --metrics-port listens on (default 127.0.0.1: "
+                            "this host only).")
 
     def handle(self, *args, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
                lease=None, worker_id=None, verbosity=1, **options):
@@ -70,6 +76,7 @@ class Command(BaseCommand):
                                    f"characters long; got {len(worker_id)}.")
         worker = Worker(concurrency=concurrency, interval=interval, burst=burst,
                         max_deliveries=max_deliveries, lease=lease, worker_id=worker_id)
+        metrics_server = serve_metrics(options["metrics_port"], options["metrics_address"])
 
         def shut_down(signum, frame):
             self.stderr.write(f"{signal.Signals(signum).name}: finishing the deliveries in "
@@ -94,6 +101,26 @@ class Command(BaseCommand):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
         if verbosity:
             self.stdout.write(f"Worker {worker.worker_id} stopped after {processed} "
                               f"{'delivery' if processed == 1 else 'deliveries'}.")
+
+
+def serve_metrics(port, address):
+    """Start the metrics server for --metrics-port, or return None without the option."""
+    if port is None:
+        return None
+    if not 1 <= port <= 65535:
+        raise CommandError(f"--metrics-port must be a port number from 1 to 65535; got {port}.")
+    from djwebhooks import metrics
+
+    try:
+        return metrics.start_server(port, address)
+    except WebhookImproperlyConfigured as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"Cannot serve metrics on {address}:{port} ({exc}); choose "
+                           "another --metrics-port, or stop what listens there.") from None
