@@ -182,7 +182,7 @@ def prepare(deliveries, *, claimant, session=None, options=None, hold=None):
             logger.exception("Delivery %s could not be prepared for sending.", delivery.pk)
             result = failed_before_sending(exc)
             outcomes.append((delivery, result))
-            _safely("attempt_finished", Delivery, delivery=delivery, result=result)
+            send_signal("attempt_finished", Delivery, delivery=delivery, result=result)
         else:
             ready.append(Ready(delivery, sender))
     failed = queue.finish(claimant, inactive, queue.FAILED,
@@ -207,7 +207,7 @@ def send(item, *, total_timeout=None):
     touches the database: safe on any thread."""
     _local.delivery = item.delivery
     # For monitoring: on this thread, so a span can be current around the request.
-    _safely("attempt_started", Delivery, delivery=item.delivery)
+    send_signal("attempt_started", Delivery, delivery=item.delivery)
     try:
         if total_timeout is not None:
             item.sender.total_timeout = min(item.sender.total_timeout, total_timeout)
@@ -219,7 +219,7 @@ def send(item, *, total_timeout=None):
         result = failed_before_sending(exc, notification="Sender error")
     finally:
         _local.delivery = None
-    _safely("attempt_finished", Delivery, delivery=item.delivery, result=result)
+    send_signal("attempt_finished", Delivery, delivery=item.delivery, result=result)
     return result
 
 
@@ -320,24 +320,24 @@ def _announce(stored):
             continue  # a late outcome changed nothing
         delivery = item.delivery
         if delivery.status == Delivery.Status.SUCCEEDED:
-            _safely("delivery_succeeded", Delivery, delivery=delivery, attempt=item.attempt)
+            send_signal("delivery_succeeded", Delivery, delivery=delivery, attempt=item.attempt)
         elif delivery.status == Delivery.Status.FAILED:
-            _safely("delivery_failed", Delivery, delivery=delivery, attempt=item.attempt,
+            send_signal("delivery_failed", Delivery, delivery=delivery, attempt=item.attempt,
                     reason=delivery.reason)
     for target_id, reason in stored.disabled.items():
         # The target may have been deleted since; then there is no one to tell.
         target = WebhookTarget.objects.using(queue.database()).filter(pk=target_id).first()
         if target is not None:
-            _safely("target_disabled", WebhookTarget, target=target, reason=reason)
+            send_signal("target_disabled", WebhookTarget, target=target, reason=reason)
 
 
 def _announce_failed(deliveries):
     for delivery in deliveries:
-        _safely("delivery_failed", Delivery, delivery=delivery, attempt=None,
+        send_signal("delivery_failed", Delivery, delivery=delivery, attempt=None,
                 reason=delivery.reason)
 
 
-def _safely(name, sender, **kwargs):
+def send_signal(name, sender, **kwargs):
     """Send the signal ``name``, logging (never raising) what a receiver raises."""
     for receiver, response in getattr(signals, name).send_robust(sender=sender, **kwargs):
         if isinstance(response, Exception):

@@ -203,7 +203,7 @@ class Worker:
                             exclude_targets=self._held_back())
         if not claim.ids:
             return []
-        sending._safely("worker_claimed", Worker, worker=self, ids=claim.ids)
+        sending.send_signal("worker_claimed", Worker, worker=self, ids=claim.ids)
         with self._changed:
             for pk in claim.ids:
                 self._held[pk] = claim.expires
