@@ -344,16 +344,13 @@ def _save_failures(using, claimant, deliveries):
 
 
 def _log(item, result):
+    # The line of an attempt that moved its delivery is sending.record's, which knows who
+    # makes the retry.
     delivery = item.delivery
     if not item.moved:
         logger.warning("Delivery %s attempt %s came back after its claim was lost: %s "
                        "(kept as an attempt; the delivery is left as it is).", delivery.pk,
                        item.attempt.attempt, result.notification or result.error)
-        return
-    log = logger.info if result.success else logger.warning
-    log("Delivery %s (%s, %s) attempt %s: %s; %s", delivery.pk, delivery.event,
-        delivery.hash_value, item.attempt.attempt, item.attempt.notification
-        or item.attempt.error, delivery.reason or delivery.status)
 
 
 def make_due(ids):

@@ -8,6 +8,18 @@ from django.utils import timezone
 from djwebhooks.models import Delivery, DeliveryAttempt
 
 
+def prunable(older_than, *, now=None):
+    """Count the finished deliveries ``prune(older_than)`` would delete now; delete none."""
+    return _old_finished(older_than, now, router.db_for_write(Delivery)).count()
+
+
+def _old_finished(older_than, now, using):
+    if not isinstance(older_than, timedelta):
+        older_than = timedelta(seconds=older_than)
+    cutoff = (now or timezone.now()) - older_than
+    return Delivery.objects.using(using).finished().filter(modified__lt=cutoff)
+
+
 def prune(older_than, *, batch_size=1000, now=None, on_batch=None):
     """Delete finished deliveries last changed more than ``older_than`` ago, and their
     attempts; return how many deliveries were deleted.
@@ -16,17 +28,12 @@ def prune(older_than, *, batch_size=1000, now=None, on_batch=None):
     Each batch is its own short transaction; ``on_batch(deleted_so_far)`` is called after
     each one.
     """
-    if not isinstance(older_than, timedelta):
-        older_than = timedelta(seconds=older_than)
-    cutoff = (now or timezone.now()) - older_than
     using = router.db_for_write(Delivery)
+    old = _old_finished(older_than, now, using)
     deleted = 0
     while True:
         with transaction.atomic(using=using):
-            ids = list(
-                Delivery.objects.using(using).finished().filter(modified__lt=cutoff)
-                .order_by("pk").values_list("pk", flat=True)[:batch_size]
-            )
+            ids = list(old.order_by("pk").values_list("pk", flat=True)[:batch_size])
             if not ids:
                 return deleted
             # Attempts first, in one statement; then the deliveries, loading only their ids.

@@ -20,7 +20,9 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timezone as dt_timezone
 from functools import partial
+from urllib.parse import urlsplit, urlunsplit
 
 from django.db import DatabaseError, connections, transaction
 
@@ -228,10 +230,12 @@ def current_delivery():
     return getattr(_local, "delivery", None)
 
 
-def record(claimant, outcomes, *, policy=None, retry=None, retry_within=None):
+def record(claimant, outcomes, *, policy=None, retry=None, retry_within=None,
+           retries_here=False):
     """Record ``(delivery, AttemptResult)`` outcomes (``queue.record``) and announce what
     they changed once committed; return the ``queue.Record``. ``retry`` and
-    ``retry_within`` are as for ``send_deliveries``.
+    ``retry_within`` are as for ``send_deliveries``; ``retries_here`` says that the caller
+    makes the retries itself (a worker), for the log lines.
 
     When the batch cannot be stored, each outcome is stored on its own, so that one that
     the database refuses cannot take the others with it; one refused even alone is stored
@@ -260,8 +264,72 @@ def record(claimant, outcomes, *, policy=None, retry=None, retry_within=None):
                 one = _record_alone(claimant, outcome, store)
                 stored.recorded += one.recorded
                 stored.disabled.update(one.disabled)
+    _log_attempts(stored, retry, retries_here)
     _announce_on_commit(stored, retry)
     return stored
+
+
+def _log_attempts(stored, retry, retries_here):
+    """Log a line per attempt recorded: the delivery, its target, the outcome, how long it
+    took, and what comes next: when the next attempt is due and who makes it, or that it
+    failed for good. (An outcome that came back after its claim was lost is logged by
+    ``queue``.)"""
+    for item in stored.recorded:
+        if not item.moved:
+            continue
+        delivery, attempt = item.delivery, item.attempt
+        if attempt.success:
+            logger.info("Delivery %s (%s, %s) to %s attempt %s: %s, in %s ms; succeeded.",
+                        delivery.pk, delivery.event, delivery.hash_value, _target(delivery),
+                        attempt.attempt, attempt.notification or attempt.response_status,
+                        attempt.duration)
+            continue
+        outcome = " ".join((attempt.error or attempt.notification or "failed").split())
+        if len(outcome) > 200:
+            outcome = outcome[:199] + "…"
+        logger.warning("Delivery %s (%s, %s) to %s attempt %s: %s, in %s ms; %s",
+                       delivery.pk, delivery.event, delivery.hash_value, _target(delivery),
+                       attempt.attempt, outcome, attempt.duration,
+                       _next(delivery, retry, retries_here))
+
+
+def _next(delivery, retry, retries_here):
+    """What becomes of a delivery after a failed attempt, for its log line."""
+    if delivery.status != Delivery.Status.PENDING or delivery.next_attempt_at is None:
+        return f"failed for good: {delivery.reason}."
+    wait = max(0, round((delivery.next_attempt_at - delivery.modified).total_seconds()))
+    when = (f"next attempt in {wait} s, at "
+            f"{delivery.next_attempt_at.astimezone(dt_timezone.utc):%Y-%m-%dT%H:%M:%SZ} "
+            f"({delivery.reason})")
+    if retries_here:
+        return f"{when}."
+    if retry is not None and delivery.queued_at:
+        return f"{when}, handed to the backend for then."
+    if retry is not None:
+        return (f"{when}: too far ahead for the backend's queue; webhooks_sweep hands it "
+                "over once it is due.")
+    return (f"{when}: this backend makes no retries itself; a running webhooks_worker, or "
+            "webhooks_sweep run every minute, must send it.")
+
+
+def _target(delivery):
+    """The target of ``delivery`` for a log line: its id and URL, without the parts that
+    may carry credentials (user:password@, the query)."""
+    if not Delivery.webhook_target.is_cached(delivery):
+        return f"target {delivery.webhook_target_id}"
+    parts = urlsplit(delivery.webhook_target.target_url)
+    try:
+        netloc = parts.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+    except ValueError:  # not a URL one could send to; never stored by the forms
+        netloc = "?"
+    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    if parts.query:
+        shown += "?…"
+    return f"target {delivery.webhook_target_id} ({shown})"
 
 
 def _record_alone(claimant, outcome, store):

@@ -396,7 +396,7 @@ class Worker:
             # Put back, unclaimed, for when their failing target answers again (or a
             # fresh claim can cover their request).
             queue.release(self.claimant, given_back)
-            sending.record(self.claimant, outcomes)
+            sending.record(self.claimant, outcomes, retries_here=True)
         except DatabaseError:
             # The claims stay until their leases expire; then a worker sends them again.
             logger.exception("Worker %s could not record %s results.", self.worker_id,

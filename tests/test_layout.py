@@ -19,7 +19,7 @@ LAYERS = [
     # Monitoring listens to signals and reads the database; the sending path never imports it.
     {"metrics", "tracing"},
     {"decorators"},
-    {"events", "sweep"},
+    {"events", "sweep", "status"},
     {"backends", "worker"},
     {"testing"},  # the locmem backend sends to its outbox
     {"sending"},

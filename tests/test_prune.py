@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from djwebhooks.models import Delivery, DeliveryAttempt
-from djwebhooks.retention import prune
+from djwebhooks.retention import prunable, prune
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +81,47 @@ def test_command_accepts_the_largest_values(history):
     assert out.getvalue().strip() == "Deleted 0 finished deliveries."
     call_command("webhooks_prune", "--older-than", "1d", "--batch-size", "10000", stdout=out)
     assert "Deleted 3 finished deliveries." in out.getvalue()
+
+
+def test_dry_run_counts_and_deletes_nothing(history):
+    out = StringIO()
+    call_command("webhooks_prune", "--dry-run", "--older-than", "30d", stdout=out)
+    assert out.getvalue().strip() == ("Dry run: 3 finished deliveries would be deleted; "
+                                      "nothing was deleted.")
+    assert Delivery.objects.count() == 8
+    assert DeliveryAttempt.objects.count() == 8
+
+
+def test_dry_run_counts_what_prune_deletes(history):
+    assert prunable(timedelta(days=30)) == 3
+    assert prunable(timedelta(days=50)) == 0
+    assert prune(timedelta(days=30)) == 3
+
+
+@pytest.mark.parametrize("age", ["59m", "3599s", "1s"])
+def test_an_age_under_an_hour_is_refused_without_force(history, age):
+    with pytest.raises(CommandError, match=rf"^--older-than {age} is under one hour: "
+                       r"deliveries that finished so recently may still be looked at, or "
+                       r"about to be replayed\. Nothing was deleted\. Give an age of 1h or "
+                       r"more, or pass --force to delete them anyway\.$"):
+        call_command("webhooks_prune", "--older-than", age, stdout=StringIO())
+    assert Delivery.objects.count() == 8
+
+
+def test_a_retention_setting_under_an_hour_is_refused_without_force(settings, history):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "RETENTION": 600}
+    with pytest.raises(CommandError, match=r"^DJWEBHOOKS\['RETENTION'\] \(600 seconds\) is "
+                                           r"under one hour"):
+        call_command("webhooks_prune", "--dry-run", stdout=StringIO())
+
+
+def test_force_accepts_an_age_under_an_hour(history):
+    out = StringIO()
+    call_command("webhooks_prune", "--older-than", "10m", "--force", "--dry-run", stdout=out)
+    assert "Dry run: 3 finished deliveries would be deleted" in out.getvalue()  # the old ones
+    Delivery.objects.exclude(status="pending").update(modified=timezone.now()
+                                                      - timedelta(minutes=20))
+    call_command("webhooks_prune", "--older-than", "10m", "--force", stdout=out)
+    assert "Deleted 6 finished deliveries." in out.getvalue()
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"pending"}
+    call_command("webhooks_prune", "--older-than", "1h", stdout=out)  # an hour needs no --force

@@ -208,12 +208,46 @@ def test_a_limit_beyond_any_count_replays_everything(failed):
 
 
 @pytest.mark.parametrize("target", ["99999999999999999999999", "9223372036854775808",
-                                    "-99999999999999999999999", "0"])
-def test_a_target_id_no_target_can_have_matches_nothing(failed, target):
-    out, _ = run("--target", target)
-    assert "nothing to replay" in out
+                                    "-99999999999999999999999", "0", "99"])
+def test_a_target_that_does_not_exist_is_named(failed, target):
+    with pytest.raises(CommandError, match=rf"^--target {target}: there is no webhook target "
+                       r"with this id; nothing was replayed\. The admin's webhook target list "
+                       r"shows their ids\.$"):
+        run("--target", target)
     failed.refresh_from_db()
     assert failed.status == Delivery.Status.FAILED
+
+
+def test_an_undeclared_event_is_named_with_the_declared_ones(failed):
+    with pytest.raises(CommandError, match=r"^--event 'projet.update' is not a declared "
+                       r"event, and no delivery has it\. Declared events: invoice\.paid, "
+                       r"project\.delete, project\.update\.$"):
+        run("--event", "projet.update")
+
+
+def test_an_event_no_longer_declared_can_still_be_replayed(failed, settings):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "EVENTS": ["invoice.paid"]}
+    out, _ = run("--event", "project.update", "--dry-run")
+    assert "Dry run: 1 delivery would be replayed." in out
+
+
+def test_dry_run_says_why_each_delivery_failed(failed, make_target, user, closed_port_url):
+    make_target(event="invoice.paid", target_url=closed_port_url)
+    [refused] = send_event("invoice.paid", {}, owner=user)
+    # What a delivery to an inactive target becomes: failed, without a request.
+    never = Delivery.objects.create(webhook_target=failed.webhook_target, event="project.update",
+                                    hash_value="msg_never", status=Delivery.Status.FAILED,
+                                    reason="target is inactive; nothing was sent")
+    lines = run("--dry-run")[0].splitlines()
+    assert lines[2].endswith(f"{failed.webhook_target.target_url} (attempts so far: 0): no "
+                             "attempt made; target is inactive; nothing was sent")
+    assert lines[2].startswith(f"would replay {never.pk} ")
+    assert lines[0].endswith(f"{failed.webhook_target.target_url} (attempts so far: 1): last "
+                             "attempt 503 Service Unavailable; gave up after 1 attempt")
+    assert lines[1].startswith(f"would replay {refused.pk} ")
+    assert "(attempts so far: 1): last attempt DeliveryConnectionError: " in lines[1]
+    assert lines[1].endswith("; gave up after 1 attempt")
+    assert len(lines) == 4, lines
 
 
 def test_parse_since():

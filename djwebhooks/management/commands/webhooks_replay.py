@@ -1,14 +1,18 @@
 """``manage.py webhooks_replay``: send failed deliveries again."""
 
+import operator
 import sys
 from datetime import timedelta
+from functools import reduce
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Q
 
+from djwebhooks import conf
 from djwebhooks.events import replay
 from djwebhooks.management.parsing import check_count, check_text, ids_in_range, parse_since
-from djwebhooks.models import DatabaseNow, Delivery
+from djwebhooks.models import DatabaseNow, Delivery, DeliveryAttempt, WebhookTarget
 
 BATCH = 100
 #: A pending delivery overdue by this much is not being picked up: no worker runs, or the
@@ -51,12 +55,11 @@ class Command(BaseCommand):
         if since is not None:
             deliveries = deliveries.filter(created__gte=parse_since(since))
         if event is not None:
+            check_event(event)
             deliveries = deliveries.filter(event=event)
         if target is not None:
-            if ids_in_range(Delivery.webhook_target.field.related_model, [target]):
-                deliveries = deliveries.filter(webhook_target_id=target)
-            else:  # an id no target can have
-                deliveries = deliveries.none()
+            check_target(target)
+            deliveries = deliveries.filter(webhook_target_id=target)
         if owner is not None:
             user_model = get_user_model()
             lookup = {user_model.USERNAME_FIELD: owner}
@@ -72,14 +75,13 @@ class Command(BaseCommand):
             self.stdout.write("No failed deliveries match; nothing to replay.")
             return
         if dry_run:
-            for delivery in Delivery.objects.filter(pk__in=ids).select_related(
-                "webhook_target"
-            ).order_by("created", "pk"):
-                self.stdout.write(
-                    f"would replay {delivery.pk} {delivery.hash_value} {delivery.event} "
-                    f"→ {delivery.webhook_target.target_url} (attempts so far: "
-                    f"{delivery.attempt})"
-                )
+            for start in range(0, len(ids), BATCH):
+                for delivery, why in failures(ids[start:start + BATCH]):
+                    self.stdout.write(
+                        f"would replay {delivery.pk} {delivery.hash_value} {delivery.event} "
+                        f"→ {delivery.webhook_target.target_url} (attempts so far: "
+                        f"{delivery.attempt}): {why}"
+                    )
             self.stdout.write(f"Dry run: {_count(len(ids))} would be replayed.")
             return
         progress = Progress(len(ids), self.stderr, enabled=verbosity > 0)
@@ -100,6 +102,50 @@ class Command(BaseCommand):
         if counts["cancelled"]:
             summary += f", {counts['cancelled']} cancelled"
         self.stdout.write(self.style.SUCCESS(summary + "."))
+
+
+def check_event(event):
+    """Refuse an event that is not declared and that no delivery has."""
+    declared = conf.get_events()
+    if event not in declared and not Delivery.objects.filter(event=event).exists():
+        raise CommandError(f"--event {event!r} is not a declared event, and no delivery has "
+                           f"it. Declared events: {', '.join(sorted(declared)) or 'none'}.")
+
+
+def check_target(pk):
+    """Refuse the id of a webhook target that does not exist."""
+    possible = ids_in_range(WebhookTarget, [pk])
+    if not possible or not WebhookTarget.objects.filter(pk=pk).exists():
+        raise CommandError(f"--target {pk}: there is no webhook target with this id; nothing "
+                           "was replayed. The admin's webhook target list shows their ids.")
+
+
+def failures(ids):
+    """Yield ``(delivery, why)`` for the deliveries ``ids``, oldest first: why each failed,
+    from its last attempt (the response status or error) and its reason."""
+    deliveries = list(Delivery.objects.filter(pk__in=ids).select_related("webhook_target")
+                      .order_by("created", "pk"))
+    last = {}
+    wanted = [Q(delivery_id=d.pk, attempt=d.attempt) for d in deliveries if d.attempt]
+    if wanted:
+        for attempt in DeliveryAttempt.objects.filter(reduce(operator.or_, wanted)):
+            last[attempt.delivery_id] = attempt
+    for delivery in deliveries:
+        attempt = last.get(delivery.pk)
+        if attempt is None:
+            outcome = "no attempt made"
+        else:
+            outcome = (attempt.error or attempt.notification or
+                       f"status {attempt.response_status}")
+            if attempt.response_status and str(attempt.response_status) not in outcome:
+                outcome = f"{attempt.response_status}: {outcome}"
+            outcome = f"last attempt {_shorten(outcome)}"
+        yield delivery, (f"{outcome}; {delivery.reason}" if delivery.reason else outcome)
+
+
+def _shorten(text, limit=200):
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _count(number):

@@ -1,6 +1,8 @@
 """``manage.py webhooks_worker``: send due deliveries until stopped."""
 
+import logging
 import signal
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
@@ -88,7 +90,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Worker {worker.worker_id} sending webhooks "
                               f"(concurrency {concurrency}). Stop with Ctrl-C or SIGTERM.")
         try:
-            processed = worker.run()
+            with logs_shown(verbosity, self.stderr):
+                processed = worker.run()
         except WebhookImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
         except DatabaseError as exc:
@@ -124,3 +127,34 @@ def serve_metrics(port, address):
     except OSError as exc:
         raise CommandError(f"Cannot serve metrics on {address}:{port} ({exc}); choose "
                            "another --metrics-port, or stop what listens there.") from None
+
+
+#: The level of dj-webhooks' loggers at each --verbosity above 1: 2 shows a line per
+#: attempt (INFO), 3 everything (DEBUG). At 0 and 1 the project's logging decides.
+LOG_LEVELS = {2: logging.INFO, 3: logging.DEBUG}
+
+
+@contextmanager
+def logs_shown(verbosity, stream):
+    """Show dj-webhooks' log lines down to the level ``verbosity`` asks for while the block
+    runs: on ``stream`` when logging has no handler for them (nothing is configured), else
+    through the handlers the project configured."""
+    level = LOG_LEVELS.get(min(verbosity, 3))
+    if level is None:
+        yield
+        return
+    logger = logging.getLogger("djwebhooks")
+    previous = logger.level
+    handler = None
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+        if handler is not None:
+            logger.removeHandler(handler)
