@@ -1,0 +1,95 @@
+"""What a newcomer meets first: the checks that catch a half-done setup, the messages of a
+missing app or migration, and the assertions' tracebacks."""
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.test import override_settings
+
+from djwebhooks import checks as djwebhooks_checks
+from djwebhooks.models import WebhookTarget
+
+
+def test_the_new_checks_are_registered():
+    assert djwebhooks_checks.check_legacy_settings in checks.registry.registry.get_checks()
+    database_checks = checks.registry.registry.get_checks(include_deployment_checks=True)
+    assert djwebhooks_checks.check_target_events in database_checks
+    assert checks.Tags.database in djwebhooks_checks.check_target_events.tags
+
+
+# djwebhooks.E001: did you mean ...?
+
+def unknown_key_hint(key):
+    with override_settings(DJWEBHOOKS={"EVENTS": ["a"], key: 3}):
+        [error] = [m for m in djwebhooks_checks.check_settings() if m.id == "djwebhooks.E001"]
+    assert error.msg == f"Unknown key {key!r} in settings.DJWEBHOOKS."
+    return error.hint
+
+
+def test_a_misspelt_key_is_named_with_the_key_meant():
+    hint = unknown_key_hint("CONECT_TIMEOUT")
+    assert hint.startswith("Did you mean 'CONNECT_TIMEOUT'? Known keys: ALLOWED_NETWORKS, ")
+
+
+def test_a_key_close_to_several_names_them_all():
+    assert unknown_key_hint("TIMEOUT").startswith(
+        "Did you mean 'READ_TIMEOUT' or 'TOTAL_TIMEOUT'? Known keys: ")
+
+
+def test_a_02_name_inside_djwebhooks_gets_its_new_key():
+    assert unknown_key_hint("WEBHOOK_EVENTS").startswith("Did you mean 'EVENTS'? ")
+
+
+def test_a_key_like_no_other_gets_the_list_only():
+    assert unknown_key_hint("XYZZY").startswith("Known keys: ALLOWED_NETWORKS, ")
+
+
+# djwebhooks.W005: the 0.2 settings
+
+def test_02_settings_are_reported_with_their_new_keys(settings):
+    settings.WEBHOOK_EVENTS = ["project.update"]
+    settings.WEBHOOK_OWNER_FIELD = "username"
+    warnings = djwebhooks_checks.check_legacy_settings()
+    assert [w.id for w in warnings] == ["djwebhooks.W005", "djwebhooks.W005"]
+    assert [w.msg for w in warnings] == [
+        "settings.WEBHOOK_EVENTS is a dj-webhooks 0.2 setting; this version does not read it.",
+        "settings.WEBHOOK_OWNER_FIELD is a dj-webhooks 0.2 setting; this version does not "
+        "read it.",
+    ]
+    assert warnings[0].hint == ("Move its value to DJWEBHOOKS['EVENTS'] and remove "
+                                "WEBHOOK_EVENTS (see docs/migrating.rst, 'Settings').")
+    assert "DJWEBHOOKS['OWNER_FIELD']" in warnings[1].hint
+
+
+def test_no_02_settings_no_warning():
+    assert djwebhooks_checks.check_legacy_settings() == []
+
+
+# djwebhooks.W004: targets of events that are not declared
+
+@pytest.mark.django_db
+def test_targets_of_undeclared_events_are_counted_per_event(user):
+    for n, event in enumerate(["project.updated", "project.updated", "old.event",
+                               "project.update"]):
+        WebhookTarget.objects.create(owner=user, event=event,
+                                     target_url=f"https://{n}.example/")
+    WebhookTarget.objects.create(owner=user, event="old.event", is_active=False,
+                                 target_url="https://off.example/")
+    assert djwebhooks_checks.check_target_events(databases=None) == []  # only --database
+    [warning] = djwebhooks_checks.check_target_events(databases=["default"])
+    assert warning.id == "djwebhooks.W004"
+    assert warning.msg == ("3 active webhook targets are subscribed to events that are not "
+                           "declared, so nothing is sent to them: 'project.updated' (2), "
+                           "'old.event' (1).")
+    assert warning.hint.startswith("Declare the events in DJWEBHOOKS['EVENTS']")
+    with override_settings(DJWEBHOOKS={"EVENTS": ["project.update", "project.updated",
+                                                  "old.event"]}):
+        assert djwebhooks_checks.check_target_events(databases=["default"]) == []
+
+
+@pytest.mark.django_db
+def test_the_database_checks_run_with_check_database(user, capsys):
+    WebhookTarget.objects.create(owner=user, event="gone.event",
+                                 target_url="https://a.example/")
+    call_command("check", databases=["default"])
+    assert "(djwebhooks.W004) 1 active webhook target is subscribed" in capsys.readouterr().err
