@@ -93,3 +93,97 @@ def test_the_database_checks_run_with_check_database(user, capsys):
                                  target_url="https://a.example/")
     call_command("check", databases=["default"])
     assert "(djwebhooks.W004) 1 active webhook target is subscribed" in capsys.readouterr().err
+
+
+# A missing app, a missing migrate
+
+NOT_INSTALLED = """
+import django
+from django.conf import settings
+
+settings.configure(
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes"],
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    USE_TZ=True,
+)
+django.setup()
+from djwebhooks.exceptions import WebhookImproperlyConfigured
+try:
+    from djwebhooks import {name}
+except WebhookImproperlyConfigured as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("name", ["send_event", "hook"])
+def test_forgetting_installed_apps_says_to_add_it(name):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", NOT_INSTALLED.replace("{name}", name)],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.strip() == (
+        "dj-webhooks is not installed: add 'djwebhooks' to INSTALLED_APPS in your settings, "
+        "then run 'manage.py migrate' to create its tables."), done.stderr
+
+
+@pytest.fixture
+def unmigrated(transactional_db):
+    """The djwebhooks tables dropped (its migrations unapplied) for the test, then made
+    again."""
+    call_command("migrate", "djwebhooks", "zero", verbosity=0)
+    try:
+        yield
+    finally:
+        call_command("migrate", "djwebhooks", verbosity=0)
+
+
+def test_sending_before_migrate_says_to_run_it(user, unmigrated):
+    from djwebhooks import send_event
+    from djwebhooks.exceptions import WebhookImproperlyConfigured
+
+    with pytest.raises(WebhookImproperlyConfigured) as raised:
+        send_event("project.update", {"n": 1}, owner=user)
+    message = str(raised.value)
+    assert message.startswith("The dj-webhooks tables ")
+    assert "djwebhooks_webhooktarget" in message and "djwebhooks_delivery" in message
+    assert message.endswith("do not exist in database 'default': run 'manage.py migrate'.")
+    assert raised.value.__cause__ is not None  # the database's own error, kept
+
+
+def test_a_hook_before_migrate_says_to_run_it(user, unmigrated):
+    from djwebhooks import hook
+    from djwebhooks.exceptions import WebhookImproperlyConfigured
+
+    @hook(event="project.update")
+    def send_update(owner):
+        return {"n": 1}
+
+    with pytest.raises(WebhookImproperlyConfigured, match=r"run 'manage\.py migrate'\.$"):
+        send_update(owner=user)
+
+
+def test_the_worker_before_migrate_says_to_run_it(unmigrated):
+    from djwebhooks.exceptions import WebhookImproperlyConfigured
+    from djwebhooks.worker import Worker
+
+    with pytest.raises(WebhookImproperlyConfigured, match=r"run 'manage\.py migrate'\.$"):
+        Worker(burst=True).run()
+
+
+@pytest.mark.django_db
+def test_other_database_errors_are_raised_as_they_are(user, monkeypatch):
+    from django.db import OperationalError
+
+    from djwebhooks import _sql, send_event
+
+    def broken(*args, **kwargs):
+        raise OperationalError("disk I/O error")
+
+    WebhookTarget.objects.create(owner=user, event="project.update",
+                                 target_url="https://a.example/")
+    monkeypatch.setattr(_sql, "insert_deliveries", broken)
+    with pytest.raises(OperationalError, match="disk I/O error"):
+        send_event("project.update", {"n": 1}, owner=user)
