@@ -90,9 +90,9 @@ def check_address(address, policy):
     if any(c in network for c in candidates for network in _NEVER_TARGETS
            if c.version == network.version):
         raise TargetURLRefused(
-            f"{address} is a link-local address, where cloud servers read their instance "
-            "metadata and credentials; it is never a webhook target. Point the target at "
-            "the receiver's own address or name."
+            f"{address} is a link-local or cloud metadata address, where cloud servers read "
+            "their instance metadata and credentials; it is never a webhook target. Point "
+            "the target at the receiver's own address or name."
         )
     if not is_public(address):
         raise TargetURLRefused(

@@ -187,3 +187,58 @@ def test_other_database_errors_are_raised_as_they_are(user, monkeypatch):
     monkeypatch.setattr(_sql, "insert_deliveries", broken)
     with pytest.raises(OperationalError, match="disk I/O error"):
         send_event("project.update", {"n": 1}, owner=user)
+
+
+# The assertions' failures point at the test
+
+def test_a_failing_assertion_shows_the_tests_own_line(pytester):
+    pytester.makepyfile(
+        test_mine="""
+        from djwebhooks.testing import (
+            WebhookTestMixin, assert_no_webhooks_sent, assert_webhook_sent)
+
+        def test_expects_a_webhook():
+            assert_webhook_sent(event="project.update", sent=[])  # the test's line A
+
+        def test_expects_none():
+            assert_no_webhooks_sent(["a webhook"])  # the test's line B
+
+        class Mixed(WebhookTestMixin):  # its methods only, without a TestCase
+            pass
+
+        def test_the_mixins_methods():
+            Mixed().assertWebhookSent(event="project.update", sent=[])  # the test's line C
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:django", "-p", "no:randomly")
+    result.assert_outcomes(failed=3)
+    output = result.stdout.str()
+    for line in ("A", "B", "C"):
+        result.stdout.fnmatch_lines([f">*# the test's line {line}"])
+    result.stdout.fnmatch_lines([
+        "E   *AssertionError: Expected event='project.update' to be sent at least once, "
+        "found 0. No webhook was sent.",
+        "test_mine.py:5: AssertionError",
+        "E   *AssertionError: Expected no webhook to be sent. 1 webhook was sent:",
+        "test_mine.py:8: AssertionError",
+    ])
+    # No frame of the helpers is shown: the last line of each traceback is the test's.
+    assert "testing/__init__.py" not in output
+    assert "raise AssertionError" not in output
+
+
+# The pages a newcomer reads first name only settings that exist
+
+@pytest.mark.parametrize("page", ["quickstart.rst", "checks.rst"])
+def test_every_djwebhooks_key_named_in_the_page_exists(page):
+    import re
+    from pathlib import Path
+
+    from djwebhooks import conf
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / page).read_text()
+    named = set(re.findall(r"DJWEBHOOKS\[['\"]([A-Z_]+)['\"]\]", text))
+    named |= set(re.findall(r"<setting-([A-Z_]+)>", text))
+    named |= set(re.findall(r"[\"']([A-Z][A-Z_]+)[\"']\s*:", text))  # keys in dict literals
+    assert named  # the patterns still find the keys
+    assert named - set(conf.DEFAULTS) == set()

@@ -237,7 +237,8 @@ def test_link_local_and_metadata_refusals_never_suggest_allowed_networks(address
         check_address(address, URLPolicy())
     message = str(raised.value)
     # (As Python spells it: older versions write an IPv4-mapped address in hex.)
-    assert message.startswith(f"{ipaddress.ip_address(address)} is a link-local address")
+    assert message.startswith(
+        f"{ipaddress.ip_address(address)} is a link-local or cloud metadata address")
     assert "it is never a webhook target" in message
     assert "ALLOWED_NETWORKS" not in message
 
@@ -254,5 +255,6 @@ def test_an_attempt_at_the_metadata_address_is_recorded_without_the_hint(make_ta
     [delivery] = send_event("project.update", {"n": 1}, owner=user)
     attempt = delivery.attempts.get()
     assert attempt.notification == "Refused"
-    assert attempt.error.startswith("169.254.169.254 is a link-local address")
+    assert attempt.error.startswith(
+        "169.254.169.254 is a link-local or cloud metadata address")
     assert "ALLOWED_NETWORKS" not in attempt.error

@@ -91,7 +91,8 @@ def test_names_are_not_ip_literals(host):
     ("http://0x7f.1/", "127.0.0.1 is not a public address"),
     ("http://[::1]:8000/", "::1 is not a public address"),
     ("http://[::ffff:169.254.169.254]/", "is never a webhook target"),
-    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+    ("http://169.254.169.254/latest/meta-data/",
+     "169.254.169.254 is a link-local or cloud metadata address"),
     ("http://[fe80::1%25eth0]/", "zone"),
     (b"https://example.com/", "must be a string"),
 ])
