@@ -1,6 +1,7 @@
 """System checks for the ``DJWEBHOOKS`` setting. Ids are stable; docs/checks.rst lists them.
 
-- ``djwebhooks.E001`` unknown key in ``DJWEBHOOKS``, or ``DJWEBHOOKS`` not a dict
+- ``djwebhooks.E001`` unknown key in ``DJWEBHOOKS`` (the hint says which key was meant),
+  or ``DJWEBHOOKS`` not a dict
 - ``djwebhooks.E002`` a bad value for a known key
 - ``djwebhooks.E003`` ``EVENTS`` is not a list or dict, or holds an invalid name
 - ``djwebhooks.E004`` ``BACKEND`` cannot be imported
@@ -12,11 +13,15 @@
 - ``djwebhooks.E007`` ``USE_TZ = False``
 - ``djwebhooks.E008`` a target's signing secret cannot sign (run with ``--database``)
 - ``djwebhooks.E009`` ``MANAGE_PERMISSION`` cannot be imported or called
+- ``djwebhooks.W004`` active targets are subscribed to events that are not declared (run
+  with ``--database``)
+- ``djwebhooks.W005`` a dj-webhooks 0.2 setting (``WEBHOOK_EVENTS``...) is still set
 """
 
 from django.conf import settings
 from django.core import checks
 from django.db import DatabaseError, router
+from django.db.models import Count
 
 from djwebhooks import conf
 from djwebhooks.backends import load_backend
@@ -33,18 +38,30 @@ def check_settings(app_configs=None, **kwargs):
     errors = []
     for key, message in conf.settings_problems():
         unknown = key is None or key not in conf.DEFAULTS
-        errors.append(
-            checks.Error(
-                message,
-                hint=(
-                    f"Known keys: {', '.join(sorted(conf.DEFAULTS))}."
-                    if unknown
-                    else "See the settings reference in the dj-webhooks docs."
-                ),
-                id="djwebhooks.E001" if unknown else "djwebhooks.E002",
-            )
-        )
+        if not unknown:
+            hint = "See the settings reference in the dj-webhooks docs."
+        else:
+            hint = f"Known keys: {', '.join(sorted(conf.DEFAULTS))}."
+            suggestions = conf.suggest_keys(key)
+            if suggestions:
+                hint = f"Did you mean {' or '.join(map(repr, suggestions))}? {hint}"
+        errors.append(checks.Error(message, hint=hint,
+                                   id="djwebhooks.E001" if unknown else "djwebhooks.E002"))
     return errors
+
+
+@checks.register()
+def check_legacy_settings(app_configs=None, **kwargs):
+    """Warn about dj-webhooks 0.2 settings, which 0.3 does not read."""
+    return [
+        checks.Warning(
+            f"settings.{old} is a dj-webhooks 0.2 setting; this version does not read it.",
+            hint=f"Move its value to DJWEBHOOKS['{new}'] and remove {old} (see "
+            "docs/migrating.rst, 'Settings').",
+            id="djwebhooks.W005",
+        )
+        for old, new in conf.legacy_settings()
+    ]
 
 
 @checks.register()
@@ -138,6 +155,41 @@ def check_secrets(app_configs=None, databases=None, **kwargs):
             hint="Give them new secrets: manage.py webhooks_rotate_secret --target <id> "
             "--grace 0s (or set a valid secret in the admin).",
             id="djwebhooks.E008",
+        )
+    ]
+
+
+@checks.register(checks.Tags.database)
+def check_target_events(app_configs=None, databases=None, **kwargs):
+    """Warn about active targets subscribed to events that are not declared: they get
+    nothing. Runs with the database checks, as ``check_secrets`` does."""
+    using = router.db_for_read(WebhookTarget)
+    if not databases or using not in databases:
+        return []
+    try:
+        declared = conf.get_events()
+    except WebhookImproperlyConfigured:
+        return []  # reported by check_events (E003)
+    try:
+        counts = list(
+            WebhookTarget.objects.using(using).filter(is_active=True)
+            .exclude(event__in=list(declared)).values_list("event")
+            .annotate(count=Count("pk")).order_by("-count", "event"))
+    except DatabaseError:
+        return []  # no tables yet: migrate makes them
+    if not counts:
+        return []
+    total = sum(count for _, count in counts)
+    shown = ", ".join(f"{event!r} ({count})" for event, count in counts[:20]) + (
+        f" and {len(counts) - 20} more events" if len(counts) > 20 else "")
+    return [
+        checks.Warning(
+            f"{total} active webhook target{'s are' if total != 1 else ' is'} subscribed "
+            f"to events that are not declared, so nothing is sent to them: {shown}.",
+            hint="Declare the events in DJWEBHOOKS['EVENTS'] if they are still sent; if "
+            "they were renamed or retired, move the targets to the new event or delete "
+            "them (in the admin, or WebhookTarget.objects.filter(event=...)).",
+            id="djwebhooks.W004",
         )
     ]
 

@@ -4,6 +4,7 @@ This is the only module that reads ``django.conf.settings`` for dj-webhooks. Val
 read when used, never at import time, so ``override_settings`` works everywhere.
 """
 
+import difflib
 import ipaddress
 import re
 from datetime import timedelta
@@ -75,6 +76,14 @@ DEFAULTS = {
                     "rotate_secret": "5/hour"},
     # The cache (an alias of CACHES) the rate limits count in.
     "RATE_LIMIT_CACHE": "default",
+}
+
+#: The settings of dj-webhooks 0.2, each with the ``DJWEBHOOKS`` key that replaced it
+#: (docs/migrating.rst).
+LEGACY_SETTINGS = {
+    "WEBHOOK_EVENTS": "EVENTS",
+    "WEBHOOK_OWNER_FIELD": "OWNER_FIELD",
+    "WEBHOOK_ATTEMPTS": "RETRY_SCHEDULE",
 }
 
 #: The periods a rate may be given in, and their seconds.
@@ -217,6 +226,25 @@ def get_manage_permission():
             f"DJWEBHOOKS['MANAGE_PERMISSION'] is {value!r}, which is not a function: it must "
             "name a function that takes a user and returns True or False.")
     return function
+
+
+def legacy_settings():
+    """Return ``[(old name, new key)]`` for the 0.2 settings still in the project's settings."""
+    return [(old, new) for old, new in LEGACY_SETTINGS.items()
+            if hasattr(django_settings, old)]
+
+
+def suggest_keys(key):
+    """The known ``DJWEBHOOKS`` keys an unknown ``key`` was probably meant to be, closest
+    first (at most three; none when nothing is close)."""
+    if not isinstance(key, str):
+        return []
+    if key.upper() in LEGACY_SETTINGS:
+        return [LEGACY_SETTINGS[key.upper()]]
+    scored = sorted(((difflib.SequenceMatcher(None, key.upper(), known).ratio(), known)
+                     for known in DEFAULTS), reverse=True)
+    # Only those about as close as the closest: a clear typo gets one suggestion.
+    return [known for score, known in scored[:3] if score >= 0.6 and score >= scored[0][0] - 0.1]
 
 
 def settings_problems():

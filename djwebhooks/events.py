@@ -14,14 +14,14 @@ from functools import lru_cache, partial
 
 from django.contrib.auth import get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, models, router, transaction
+from django.db import DatabaseError, IntegrityError, models, router, transaction
 from django.utils import timezone
 
 from djwebhooks import _sql, conf, queue
 from djwebhooks.backends import get_backend
 from djwebhooks.encoding import encode_payload
 from djwebhooks.exceptions import DuplicateMessageError, OwnerError, UnknownEventError
-from djwebhooks.models import Delivery, copy_instance
+from djwebhooks.models import Delivery, check_tables, copy_instance
 
 logger = logging.getLogger("djwebhooks.events")
 
@@ -139,14 +139,18 @@ def create_deliveries(event, payload, owner_pk, identifier, message_id, *, funct
     now = timezone.now()
     template = Delivery(event=event, payload_json=payload_json, hash_value=message_id,
                         next_attempt_at=now, queued_at=now, created=now, modified=now)
-    if not isinstance(message_id, GeneratedMessageId):
-        try:
-            with transaction.atomic(using=using):
-                rows = _sql.insert_deliveries(using, template, owner_pk, identifier)
-        except IntegrityError as exc:
-            raise DuplicateMessageError(message_id) from exc
-    else:
-        rows = _sql.insert_deliveries(using, template, owner_pk, identifier)
+    try:
+        if not isinstance(message_id, GeneratedMessageId):
+            try:
+                with transaction.atomic(using=using):
+                    rows = _sql.insert_deliveries(using, template, owner_pk, identifier)
+            except IntegrityError as exc:
+                raise DuplicateMessageError(message_id) from exc
+        else:
+            rows = _sql.insert_deliveries(using, template, owner_pk, identifier)
+    except DatabaseError as exc:
+        check_tables(using, cause=exc)  # the first query: say so if migrate was not run
+        raise
     if not rows:
         return []
     rows = sorted(rows, key=lambda row: row[1])  # in target order, as they were created

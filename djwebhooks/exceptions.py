@@ -95,14 +95,30 @@ class ReplayedWebhookError(SignatureVerificationError):
 
 
 class DeliveryError(WebhookError):
-    """The HTTP request for a delivery did not produce a response."""
+    """The HTTP request for a delivery did not produce a response.
 
-    #: A few words for the attempt's ``notification``; the message has the details.
+    The message is a sentence in plain words ("Connection refused by example.com:443");
+    ``details`` keeps what the HTTP library said, for the attempt's stored error.
+    """
+
+    #: A few words for the attempt's ``notification``; the message says what happened.
     summary = "Request failed"
     #: Whether trying again later may help.
     retryable = True
     #: Whether the receiver seems overloaded, so the next wait should be longer.
     slow = False
+
+    def __init__(self, message="", details=""):
+        super().__init__(message)
+        #: The HTTP library's own account of the failure ("" when the message is all).
+        self.details = details
+
+    def describe(self):
+        """The text stored as the attempt's error: the sentence, then any details."""
+        return f"{self}\n\nDetails: {self.details}" if self.details else str(self)
+
+    def __reduce__(self):
+        return type(self), (*self.args[:1], self.details)
 
 
 class DeliveryTimeout(DeliveryError):

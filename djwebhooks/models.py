@@ -7,10 +7,11 @@ import json
 import secrets
 from datetime import timedelta
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models, router, transaction
+from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models.base import ModelState
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -19,8 +20,16 @@ from model_utils.models import TimeStampedModel
 
 from djwebhooks import conf
 from djwebhooks.encoding import FORM, JSON
+from djwebhooks.exceptions import WebhookImproperlyConfigured
 from djwebhooks.signing import generate_secret, secret_key
 from djwebhooks.ssrf import TargetURLRefused, check_target
+
+if apps.apps_ready and not apps.is_installed("djwebhooks"):
+    # Said before Django's own error, which names the model rather than the fix.
+    raise WebhookImproperlyConfigured(
+        "dj-webhooks is not installed: add 'djwebhooks' to INSTALLED_APPS in your "
+        "settings, then run 'manage.py migrate' to create its tables."
+    )
 
 
 class DatabaseNow(Now):
@@ -504,3 +513,34 @@ class ApiToken(models.Model):
         if not isinstance(key, str) or not key.startswith(cls.PREFIX) or len(key) > 200:
             return None
         return cls.objects.select_related("user").filter(digest=cls.digest_of(key)).first()
+
+
+def missing_tables(using):
+    """The names of dj-webhooks' tables that do not exist in the database ``using``."""
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        tables = set(connection.introspection.table_names(cursor))
+    return [model._meta.db_table for model in apps.get_app_config("djwebhooks").get_models()
+            if model._meta.db_table not in tables]
+
+
+def check_tables(using, cause=None):
+    """Raise ``WebhookImproperlyConfigured`` naming the fix ('manage.py migrate') if any of
+    dj-webhooks' tables is missing from the database ``using``.
+
+    With ``cause``, the database error being explained: a database that cannot even be
+    looked at (a PostgreSQL transaction the error aborted) leaves ``cause`` to be raised.
+    """
+    try:
+        missing = missing_tables(using)
+    except DatabaseError:
+        if cause is None:
+            raise
+        return
+    if missing:
+        plural = len(missing) > 1
+        raise WebhookImproperlyConfigured(
+            f"The dj-webhooks table{'s' if plural else ''} {', '.join(missing)} "
+            f"{'do' if plural else 'does'} not exist in database {using!r}: run "
+            "'manage.py migrate'."
+        ) from cause

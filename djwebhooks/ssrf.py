@@ -26,6 +26,12 @@ _ALWAYS_REFUSED = tuple(ipaddress.ip_network(net) for net in (
     "255.255.255.255/32", "fec0::/10", "100::/64", "2001:db8::/32", "2001::/23",
 ))
 
+#: Link-local ranges and the cloud metadata addresses in them (fd00:ec2::254 is EC2's over
+#: IPv6): a refusal there never suggests ALLOWED_NETWORKS.
+_NEVER_TARGETS = tuple(ipaddress.ip_network(net) for net in (
+    "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128",
+))
+
 
 class TargetURLRefused(ValueError):
     """A target URL, or an address it leads to, is not allowed; the message says why."""
@@ -81,6 +87,13 @@ def check_address(address, policy):
     for network in policy.allowed_networks:
         if any(c.version == network.version and c in network for c in candidates):
             return
+    if any(c in network for c in candidates for network in _NEVER_TARGETS
+           if c.version == network.version):
+        raise TargetURLRefused(
+            f"{address} is a link-local or cloud metadata address, where cloud servers read "
+            "their instance metadata and credentials; it is never a webhook target. Point "
+            "the target at the receiver's own address or name."
+        )
     if not is_public(address):
         raise TargetURLRefused(
             f"{address} is not a public address; add its network to "

@@ -15,10 +15,13 @@ import http.cookiejar
 import itertools
 import os
 import queue
+import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -426,6 +429,7 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     session = session or get_session()
     deadline = _watchdog.start(total_timeout)
     _local.request = (policy, deadline)
+    reading = False
     try:
         if isinstance(session, WebhookSession):
             response = session.post_webhook(url, body, headers, timeout=timeout)
@@ -433,6 +437,7 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
             response = session.post(url, data=body, headers=headers, timeout=timeout,
                                     allow_redirects=False, stream=True)
         with response:
+            reading = True
             content = response.raw.read(body_limit, decode_content=True) if body_limit else b""
             if deadline.expired:
                 raise TimeoutError
@@ -446,7 +451,7 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     except DeliveryError:
         raise
     except Exception as exc:
-        mapped = _map_error(exc)
+        mapped = _map_error(exc, url, timeout, reading)
         # Cut off by the watchdog, or failed as the deadline passed (the connect timeout is
         # cut to the time left, and may end before the watchdog wakes).
         if deadline.expired or (mapped is not exc and deadline.passed()):
@@ -459,17 +464,109 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
         _local.request = None
 
 
-def _map_error(exc):
-    """Turn requests' and urllib3's exceptions into ours."""
+def _map_error(exc, url="", timeout=None, reading=False):
+    """Turn requests' and urllib3's exceptions into ours, with a sentence in plain words
+    and the library's own text as the details; return ``exc`` itself when it is not a
+    transport error. ``url`` and ``timeout`` are the request's; ``reading`` is True once
+    the response's head has come."""
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                         requests.exceptions.InvalidSchema)):
-        return DeliveryInvalidURL(str(exc))
+        return DeliveryInvalidURL(f"The URL cannot be requested: {exc}",
+                                  f"{type(exc).__name__}: {exc}")
     # Reading ``response.raw`` directly can raise urllib3's own errors, not requests'.
     if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
-        return DeliveryTimeout(str(exc))
-    if isinstance(exc, (requests.ConnectionError, urllib3.exceptions.ProtocolError)):
-        return DeliveryConnectionError(str(exc))
-    if isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
-                        ValueError)):
-        return DeliveryError(str(exc))
-    return exc
+        cls = DeliveryTimeout
+    elif isinstance(exc, (requests.ConnectionError, urllib3.exceptions.ProtocolError)):
+        cls = DeliveryConnectionError
+    elif isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
+                          ValueError)):
+        cls = DeliveryError
+    else:
+        return exc
+    return cls(_plain(_causes(exc), url, timeout, reading), f"{type(exc).__name__}: {exc}")
+
+
+def _causes(exc):
+    """``exc`` and the exceptions it wraps, outermost first: requests wraps urllib3's,
+    which wraps the socket's or the TLS library's."""
+    found = []
+    while exc is not None and exc not in found and len(found) < 10:
+        found.append(exc)
+        reason = getattr(exc, "reason", None)
+        wrapped = [arg for arg in exc.args if isinstance(arg, BaseException)]
+        exc = reason if isinstance(reason, BaseException) else (
+            exc.__cause__ or (wrapped[-1] if wrapped else None) or exc.__context__)
+    return found
+
+
+def _plain(causes, url, timeout, reading):
+    """The sentence that says what went wrong, from the innermost cause it recognises."""
+    def first(*types):
+        return next((cause for cause in causes if isinstance(cause, types)), None)
+
+    host, where = _where(url)
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    if first(socket.gaierror, urllib3.exceptions.NameResolutionError):
+        return f"DNS lookup failed for {host}"
+    certificate = first(ssl.SSLCertVerificationError)
+    if certificate is not None:
+        reason = getattr(certificate, "verify_message", "") or _ssl_reason(certificate)
+        return f"TLS certificate not valid for {host}: {reason}"
+    tls = first(ssl.SSLError)
+    if tls is not None:
+        reason = _ssl_reason(tls)
+        hint = "; does the receiver speak HTTPS on that port?" if \
+            getattr(tls, "reason", "") == "WRONG_VERSION_NUMBER" else ""
+        return f"TLS handshake with {where} failed: {reason}{hint}"
+    is_new_connection = first(urllib3.exceptions.NewConnectionError) is not None
+    if first(requests.ConnectTimeout) or (
+            first(urllib3.exceptions.ConnectTimeoutError) and not is_new_connection):
+        return f"Timed out after {_seconds(connect)} connecting to {where}"
+    if first(requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
+        waiting = "reading the response" if reading else "waiting for the response"
+        return f"Timed out after {_seconds(read)} {waiting}"
+    if first(requests.Timeout, urllib3.exceptions.TimeoutError) and not is_new_connection:
+        return f"Timed out waiting for {where}"
+    if first(ConnectionRefusedError):
+        return f"Connection refused by {where}"
+    if first(http.client.RemoteDisconnected):
+        return "The receiver closed the connection before answering"
+    if first(http.client.IncompleteRead, urllib3.exceptions.IncompleteRead,
+             requests.exceptions.ChunkedEncodingError):
+        return "The receiver closed the connection in the middle of its response"
+    if first(ConnectionResetError):
+        return "Connection reset by the receiver"
+    if first(BrokenPipeError):
+        return "The receiver closed the connection while the request was being sent"
+    if first(http.client.HTTPException):
+        return "The receiver's answer is not valid HTTP"
+    failure = first(OSError)
+    strerror = getattr(failure, "strerror", None) if failure is not None else None
+    if is_new_connection:
+        return f"Could not connect to {where}" + (f": {strerror}" if strerror else "")
+    if strerror:
+        return f"The connection to {where} failed: {strerror}"
+    if first(requests.ConnectionError, urllib3.exceptions.ProtocolError):
+        return f"The connection to {where} failed"
+    return f"The request to {where} failed"
+
+
+def _where(url):
+    """``(host, "host:port")`` of a URL, for messages."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "the receiver", parts.port
+    except ValueError:
+        return "the receiver", "the receiver"
+    port = port or (443 if parts.scheme.lower() == "https" else 80)
+    return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _seconds(value):
+    return f"{value:g} s" if isinstance(value, (int, float)) else "the time allowed"
+
+
+def _ssl_reason(exc):
+    """The TLS library's reason, without its ``[SSL: CODE]`` tag and source line."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(text)) or str(exc)

@@ -21,9 +21,8 @@ import time
 
 from django.db import DatabaseError, connections
 
-from djwebhooks import _sql, conf, queue, sending, transport
-from djwebhooks.exceptions import WebhookImproperlyConfigured
-from djwebhooks.models import DatabaseNow, Delivery, WorkerHeartbeat
+from djwebhooks import _sql, conf, models, queue, sending, transport
+from djwebhooks.models import DatabaseNow, WorkerHeartbeat
 from djwebhooks.senders.orm import DjangoSenderable
 
 logger = logging.getLogger("djwebhooks.worker")
@@ -448,15 +447,4 @@ _LOST = object()
 
 def check_tables():
     """Raise ``WebhookImproperlyConfigured`` unless dj-webhooks' tables exist."""
-    using = queue.database()
-    connection = connections[using]
-    with connection.cursor() as cursor:
-        tables = set(connection.introspection.table_names(cursor))
-    missing = [model._meta.db_table for model in (Delivery, WorkerHeartbeat)
-               if model._meta.db_table not in tables]
-    if missing:
-        raise WebhookImproperlyConfigured(
-            f"The dj-webhooks table{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"{'do' if len(missing) > 1 else 'does'} not exist in database {using!r}: run "
-            "'manage.py migrate'."
-        )
+    models.check_tables(queue.database())

@@ -1,5 +1,6 @@
 """Run the example project the way its README does, each command in a subprocess."""
 
+import json
 import os
 import re
 import subprocess
@@ -69,16 +70,42 @@ def test_webhooks_demo_runs_and_can_run_again(tmp_path):
         assert "attempt 2 answered 200 OK" in output
         assert "Finished: 4 attempts for 3 deliveries" in output
         retried = re.search(r"Delivery #(\d+) got 503 \(Retry-After: 1\) on attempt 1; the worker "
-                            r"retried it (\d+\.\d) s later with the same webhook-id (\S+), and "
+                            r"retried it (\d+\.\d) s later\nwith the same webhook-id (\S+), and "
                             r"attempt 2 succeeded\.", output)
         assert retried, output
-        assert retried[1] == flaky[0][0] and retried[3] == flaky[0][6], output
+        # The tables show the start of each webhook-id, the last lines all of it.
+        assert retried[1] == flaky[0][0] and retried[3].startswith(flaky[0][6]), output
         assert 0.9 <= float(retried[2]) < 5, output
 
         assert "4 requests, 4 with a valid signature, 0 rejected." in output
+        assert_one_request_shown(output)
+        too_wide = [line for line in output.splitlines() if len(line) > 100]
+        assert too_wide == [], "every line fits 100 columns"
         assert "All 3 deliveries succeeded" in output
         if run == 2:
             assert "project of an earlier run was deleted first" in output
+
+
+def assert_one_request_shown(output):
+    """The demo prints one request as the receiver got it: its line, headers and body."""
+    shown = output.split("One request, as the receiver got it (POST /webhooks/receive/)\n", 1)
+    assert len(shown) == 2, output
+    head, _, rest = shown[1].partition("\n\n")
+    lines = head.splitlines()
+    assert lines[0] == "  POST /webhooks/receive/ HTTP/1.1", output
+    headers = dict(line.strip().split(": ", 1) for line in lines[1:])
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"].startswith("dj-webhooks/")
+    assert re.fullmatch(r"msg_[0-9a-f]{32}", headers["webhook-id"])
+    assert headers["webhook-timestamp"].isdigit()
+    assert re.fullmatch(r"v1,[A-Za-z0-9+/]{43}=", headers["webhook-signature"])
+    folded = rest.split("\n  (", 1)[0]
+    body = "".join(line[2:] for line in folded.splitlines())
+    assert len(body.encode()) == int(headers["Content-Length"]), output
+    envelope = json.loads(body)
+    assert envelope["type"] in {"project.create", "project.update"}
+    assert envelope["data"]["slug"] == "webhooks-demo"
+    assert f"({headers['Content-Length']} bytes; folded at 96 characters here" in rest
 
 
 @pytest.mark.example

@@ -39,6 +39,6 @@ def test_readme_opens_with_the_two_commands():
                         flags=re.MULTILINE)
     commands = [line.strip().lstrip("$ ") for block in blocks[:2] for line in block.splitlines()]
     assert commands == [
-        'pip install -e ".[dev]" && python example_project/manage.py webhooks_demo',
+        'pip install -e . && python example_project/manage.py webhooks_demo',
         'pip install -e ".[dev]" && python runtests.py',
     ]

@@ -72,7 +72,7 @@ def test_cached_properties_and_overridable_getters(receiver):
 def test_private_addresses_are_refused_by_default(receiver):
     result = make(receiver.url, policy=None).send()
     assert (result.success, result.notification) == (False, "Refused")
-    assert result.error.startswith("DeliveryRefused: 127.0.0.1 is not a public address")
+    assert result.error.startswith("127.0.0.1 is not a public address")
     assert receiver.requests == []
 
 
@@ -85,7 +85,7 @@ def test_failure_result(closed_port_url):
     result = make(closed_port_url).send()
     assert result.success is False
     assert result.response_status is None
-    assert result.error.startswith("DeliveryConnectionError: ")
+    assert result.error.startswith("Connection refused by 127.0.0.1:")
     assert result.notification == "Connection failed"
 
 

@@ -38,7 +38,8 @@ real_getaddrinfo = socket.getaddrinfo
 ])
 def test_non_public_addresses_are_refused(address):
     assert not is_public(ipaddress.ip_address(address))
-    with pytest.raises(TargetURLRefused, match="is not a public address"):
+    with pytest.raises(TargetURLRefused,
+                       match="is not a public address|is never a webhook target"):
         check_address(address, STRICT)
 
 
@@ -89,8 +90,9 @@ def test_names_are_not_ip_literals(host):
     ("http://2130706433/", "127.0.0.1 is not a public address"),
     ("http://0x7f.1/", "127.0.0.1 is not a public address"),
     ("http://[::1]:8000/", "::1 is not a public address"),
-    ("http://[::ffff:169.254.169.254]/", "is not a public address"),
-    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is not a public address"),
+    ("http://[::ffff:169.254.169.254]/", "is never a webhook target"),
+    ("http://169.254.169.254/latest/meta-data/",
+     "169.254.169.254 is a link-local or cloud metadata address"),
     ("http://[fe80::1%25eth0]/", "zone"),
     (b"https://example.com/", "must be a string"),
 ])
@@ -213,8 +215,7 @@ def test_a_response_that_never_ends_meets_the_total_deadline(settings, make_targ
     make_target()
     [delivery] = send_event("project.update", {}, owner=user)
     attempt = Delivery.objects.get(pk=delivery.pk).attempts.get()
-    assert attempt.error == ("DeliveryTimeout: The request took longer than its total "
-                             "deadline (0.5 s).")
+    assert attempt.error == "The request took longer than its total deadline (0.5 s)."
     assert 400 <= attempt.duration < 1500
 
 
@@ -285,8 +286,10 @@ def test_a_name_that_does_not_resolve_fails_to_connect():
     def nowhere(host, port, *args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    with pytest.raises(DeliveryConnectionError, match="Name or service not known"):
+    with pytest.raises(DeliveryConnectionError) as raised:
         send("http://nowhere.test/hook/", resolver=nowhere)
+    assert str(raised.value) == "DNS lookup failed for nowhere.test"
+    assert "Name or service not known" in raised.value.details
 
 
 @pytest.mark.parametrize("reused", [False, True])

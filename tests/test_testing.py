@@ -78,7 +78,9 @@ def test_scripted_failures(target, user, webhook_outbox):
     first.refresh_from_db()
     assert (first.status, first.response_status) == ("pending", 500)
     assert first.attempts.get().response_message == "down"
-    assert second.attempts.get().error.startswith("DeliveryTimeout: scripted for")
+    assert second.attempts.get().error == ("Timed out waiting for 127.0.0.1:9\n\n"
+                                           "Details: Timeout: scripted for "
+                                           "http://127.0.0.1:9/hooks/")
     assert third.attempts.get().success
 
 

@@ -207,7 +207,7 @@ class Senderable:
                 response_status=None,
                 response_message="",
                 response_content_type="",
-                error=f"{type(exc).__name__}: {exc}",
+                error=exc.describe(),
                 duration=_elapsed_ms(started),
                 notification=exc.summary,
                 exception=exc,

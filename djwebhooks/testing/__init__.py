@@ -104,6 +104,7 @@ def assert_webhook_sent(*, event=None, to=None, data_contains=None, count=None, 
     is the list to look in (the whole outbox by default). The failure message lists what
     was sent instead.
     """
+    __tracebackhide__ = True  # pytest shows the failing test's line, not this one's
     sent = outbox if sent is None else sent
     matches = [
         item for item in sent
@@ -127,6 +128,7 @@ def assert_webhook_sent(*, event=None, to=None, data_contains=None, count=None, 
 
 def assert_no_webhooks_sent(sent=None):
     """Assert that nothing was sent (to the outbox, or in ``sent``)."""
+    __tracebackhide__ = True
     sent = outbox if sent is None else sent
     if sent:
         raise AssertionError(f"Expected no webhook to be sent. {_describe(sent)}")
@@ -149,8 +151,10 @@ class WebhookTestMixin:
 
     def assertWebhookSent(self, **criteria):  # noqa: N802 (unittest's naming)
         """``assert_webhook_sent()`` as a method."""
+        __tracebackhide__ = True
         return assert_webhook_sent(**criteria)
 
     def assertNoWebhooksSent(self, sent=None):  # noqa: N802
         """``assert_no_webhooks_sent()`` as a method."""
+        __tracebackhide__ = True
         assert_no_webhooks_sent(sent)

@@ -1,5 +1,6 @@
 """``manage.py webhooks_demo``: record webhooks in requests, send them with the worker, show all."""
 
+import io
 import logging
 import threading
 import time
@@ -38,6 +39,8 @@ WORKER_DEADLINE = 15.0
 #: The first wait of RETRY_SCHEDULE during the demo: shorter than the flaky receiver's
 #: Retry-After, which therefore decides when the retry is made.
 DEMO_FIRST_RETRY = 0.5
+#: The widest line the demo prints.
+WIDTH = 100
 
 
 class Command(BaseCommand):
@@ -132,6 +135,7 @@ class Command(BaseCommand):
         )
         self.show_deliveries(deliveries)
         self.show_received(received)
+        self.show_request(server.requests)
         self.conclude(deliveries, received, finished)
 
     # Setting up
@@ -280,11 +284,10 @@ class Command(BaseCommand):
         """List the targets, with the URL each one points at."""
         self.say(f"Webhook targets of user {USERNAME!r}, identifier {SLUG!r} (the project's slug):")
         for target in targets:
-            note = ""
+            self.say(f"  #{target.pk} {target.event:<15} -> {target.target_url}")
             if target.target_url.endswith(reverse("projects:flaky-receiver")):
-                note = (f"  (answers 503 with Retry-After: {FLAKY_RETRY_AFTER} the first time "
-                        "it sees a webhook-id)")
-            self.say(f"  #{target.pk} {target.event:<15} -> {target.target_url}{note}")
+                self.say(f"     (answers 503 with Retry-After: {FLAKY_RETRY_AFTER} the first time "
+                         "it sees a webhook-id)")
 
     def show_recorded(self, since):
         """List the deliveries created since ``since``, and where they stand."""
@@ -305,17 +308,16 @@ class Command(BaseCommand):
             [
                 d.pk,
                 d.event,
-                d.webhook_target.target_url,
+                path_of(d),
                 d.status,
                 d.attempt,
                 ",".join(str(a.response_status or "-") for a in d.attempts.all()) or "-",
-                d.hash_value,
+                short_id(d.hash_value),
                 next_step(d),
             ]
             for d in deliveries
         ]
-        headers = ["ID", "EVENT", "TARGET URL", "STATUS", "ATTEMPTS", "HTTP PER ATTEMPT",
-                   "WEBHOOK-ID", "REASON / NEXT ATTEMPT"]
+        headers = ["ID", "EVENT", "TARGET", "STATUS", "TRIES", "HTTP", "WEBHOOK-ID", "REASON"]
         for line in table(headers, rows):
             self.say("  " + line)
 
@@ -326,7 +328,7 @@ class Command(BaseCommand):
             [
                 r.get_endpoint_display(),
                 r.event_type or "?",
-                r.webhook_id,
+                short_id(r.webhook_id),
                 "valid" if r.verified else "INVALID",
                 r.response_status,
                 f"{r.received:%H:%M:%S.%f}"[:-3],
@@ -338,7 +340,28 @@ class Command(BaseCommand):
             self.say("  " + line)
         verified = sum(r.verified for r in received)
         self.say(f"  {len(received)} requests, {verified} with a valid signature, "
-                 f"{len(received) - verified} rejected.")
+                 f"{len(received) - verified} rejected. (Webhook-ids are cut to "
+                 f"{len(short_id('msg_0' * 9))} characters here.)")
+
+    def show_request(self, requests):
+        """Print one request as the receiver got it: request line, headers and body."""
+        receiver = reverse("projects:receiver")
+        request = next((r for r in requests if r.path == receiver), None)
+        if request is None:
+            return
+        self.heading(f"One request, as the receiver got it ({request.line.split()[0]} "
+                     f"{request.path})")
+        self.say(f"  {request.line}")
+        for name, value in request.headers:
+            line = f"  {name}: {value}"
+            self.say(line if len(line) <= WIDTH else f"{line[:WIDTH - 3]}...")
+        self.say()
+        body = request.body.decode("utf-8", errors="replace")
+        # Cut into lines to fit; the receiver got one line of compact JSON.
+        for start in range(0, len(body), WIDTH - 4):
+            self.say(f"  {body[start:start + WIDTH - 4]}")
+        self.say(f"  ({len(request.body)} bytes; folded at {WIDTH - 4} characters here, sent "
+                 "as one line)")
 
     def conclude(self, deliveries, received, finished):
         """Fail unless the story went as told; otherwise sum up and sign off."""
@@ -373,8 +396,10 @@ class Command(BaseCommand):
             d, gap = retried
             self.say(self.style.SUCCESS(
                 f"Delivery #{d.pk} got 503 (Retry-After: {FLAKY_RETRY_AFTER}) on attempt 1; "
-                f"the worker retried it {gap:.1f} s later with the same webhook-id "
-                f"{d.hash_value}, and attempt 2 succeeded."
+                f"the worker retried it {gap:.1f} s later"
+            ))
+            self.say(self.style.SUCCESS(
+                f"with the same webhook-id {d.hash_value}, and attempt 2 succeeded."
             ))
         self.say(self.style.SUCCESS(
             f"All {len(deliveries)} deliveries succeeded, and the receivers verified all "
@@ -388,8 +413,13 @@ class Command(BaseCommand):
         self.say("  http://127.0.0.1:8000/webhooks/received/          what the receivers got")
         self.say("A delivery that fails for good (its retries used up) can be sent again with")
         self.say("python example_project/manage.py webhooks_replay.")
-        self.say(f"Your users' webhook pages: http://127.0.0.1:8000{reverse('djwebhooks:targets')} "
-                 "(python example_project/manage.py runserver)")
+        self.say(f"Your users' webhook pages, with runserver: "
+                 f"http://127.0.0.1:8000{reverse('djwebhooks:targets')}")
+
+
+def short_id(webhook_id):
+    """The start of a webhook-id, enough to tell this run's apart."""
+    return webhook_id[:16]
 
 
 def path_of(delivery):
@@ -443,10 +473,39 @@ def table(headers, rows):
 
 
 class QuietRequestHandler(WSGIRequestHandler):
-    """Django's development request handler, without its line per request."""
+    """Django's development request handler, without its line per request; it hands the
+    request line and headers, as they came, to the app in the environ."""
 
     def log_message(self, format, *args):
         pass
+
+    def get_environ(self):
+        environ = super().get_environ()
+        environ["demo.request"] = (self.requestline, list(self.headers.items()))
+        return environ
+
+
+class Received:
+    """One request as it reached the server: request line, headers in order, body."""
+
+    def __init__(self, line, path, headers, body):
+        self.line, self.path, self.headers, self.body = line, path, headers, body
+
+
+class Recorder:
+    """A WSGI app that keeps every POST it passes on to ``app``."""
+
+    def __init__(self, app):
+        self.app = app
+        self.requests = []
+
+    def __call__(self, environ, start_response):
+        if environ["REQUEST_METHOD"] == "POST" and "demo.request" in environ:
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)  # the view reads it again
+            line, headers = environ["demo.request"]
+            self.requests.append(Received(line, environ["PATH_INFO"], headers, body))
+        return self.app(environ, start_response)
 
 
 class DemoServer:
@@ -454,10 +513,16 @@ class DemoServer:
 
     def __enter__(self):
         self.httpd = ThreadedWSGIServer(("127.0.0.1", 0), QuietRequestHandler)
-        self.httpd.set_app(get_internal_wsgi_application())
+        self.app = Recorder(get_internal_wsgi_application())
+        self.httpd.set_app(self.app)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         return self
+
+    @property
+    def requests(self):
+        """The POST requests the server received, as they came."""
+        return self.app.requests
 
     @property
     def url(self):
