@@ -245,7 +245,10 @@ def test_dry_run_says_why_each_delivery_failed(failed, make_target, user, closed
     assert lines[0].endswith(f"{failed.webhook_target.target_url} (attempts so far: 1): last "
                              "attempt 503 Service Unavailable; gave up after 1 attempt")
     assert lines[1].startswith(f"would replay {refused.pk} ")
-    assert "(attempts so far: 1): last attempt DeliveryConnectionError: " in lines[1]
+    port = closed_port_url.split(":")[2].split("/")[0]
+    assert f"(attempts so far: 1): last attempt Connection refused by 127.0.0.1:{port}; " \
+        in lines[1]
+    assert "Details" not in lines[1]
     assert lines[1].endswith("; gave up after 1 attempt")
     assert len(lines) == 4, lines
 

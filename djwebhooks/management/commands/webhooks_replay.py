@@ -135,7 +135,8 @@ def failures(ids):
         if attempt is None:
             outcome = "no attempt made"
         else:
-            outcome = (attempt.error or attempt.notification or
+            # The error's plain sentence: its first paragraph, before the "Details:".
+            outcome = (attempt.error.split("\n\n")[0] or attempt.notification or
                        f"status {attempt.response_status}")
             if attempt.response_status and str(attempt.response_status) not in outcome:
                 outcome = f"{attempt.response_status}: {outcome}"
