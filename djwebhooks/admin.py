@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 CHART_HOURS = 48
 #: Log entries written per statement when many deliveries are replayed.
 LOG_BATCH = 500
+#: The lists leave out the admin's navigation sidebar, so that their columns fit a
+#: 1,280 pixel screen beside the filters (the breadcrumbs lead back).
+WIDE = {"is_nav_sidebar_enabled": False}
 
 
 #: How the admin shows a moment: to the second, with the time zone's name.
@@ -192,6 +195,9 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     modified_at = time_display("modified", _("modified"))
     failing_since_at = time_display("failing_since", _("failing since"))
     disabled_at_at = time_display("disabled_at", _("disabled at"))
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), **WIDE})
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -444,8 +450,8 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["hash_value", "event", "owner_column", "target_link", "display_status",
-                    "attempt", "response_status", "created_at"]
+    list_display = ["message_id", "event", "owner_column", "target_link", "display_status",
+                    "attempts", "http_status", "created_at"]
     list_filter = [DeliveryOwnerFilter, TargetFilter, "status", "event", "success"]
     # Message ids and events are exact (their indexes serve); URLs are matched in part.
     search_fields = ["hash_value__exact", "event__exact", "webhook_target__target_url"]
@@ -453,7 +459,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     date_hierarchy = "created"
     inlines = [DeliveryAttemptInline]
     actions = ["replay_deliveries"]
-    fields = ["hash_value", "event", "target_link", "owner_column", "status", "reason",
+    fields = ["hash_value", "event", "target", "owner_column", "status", "reason",
               "success", "attempt", "response_status", "next_attempt_at_time", "claimed_by",
               "claimed_until_time", "queued_at_time", "replayed_by", "created_at",
               "modified_at", "display_headers", "display_payload"]
@@ -491,6 +497,24 @@ class DeliveryAdmin(admin.ModelAdmin):
                          "has_replay_permission": self.has_replay_permission(request)}
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), **WIDE})
+
+    @admin.display(description=_("message id"), ordering="hash_value")
+    def message_id(self, obj):
+        """The start of the message id, linking to the delivery; the whole id in its title."""
+        url = reverse("admin:djwebhooks_delivery_change", args=[obj.pk])
+        short = obj.hash_value if len(obj.hash_value) <= 16 else obj.hash_value[:15] + "…"
+        return format_html('<a href="{}" title="{}">{}</a>', url, obj.hash_value, short)
+
+    @admin.display(description=_("tries"), ordering="attempt")
+    def attempts(self, obj):
+        return obj.attempt
+
+    @admin.display(description=_("HTTP"), ordering="response_status")
+    def http_status(self, obj):
+        return obj.response_status or "-"
+
     @admin.display(description=_("payload"))
     def display_payload(self, obj):
         """The payload's JSON, indented; the text is escaped."""
@@ -506,7 +530,14 @@ class DeliveryAdmin(admin.ModelAdmin):
     @admin.display(description=_("target"), ordering="webhook_target__target_url")
     def target_link(self, obj):
         url = reverse("admin:djwebhooks_webhooktarget_change", args=[obj.webhook_target_id])
-        return format_html('<a href="{}">{}</a>', url, truncated(obj.webhook_target.target_url))
+        return format_html('<a href="{}">{}</a>', url,
+                           truncated(obj.webhook_target.target_url, 32))
+
+    @admin.display(description=_("target"))
+    def target(self, obj):
+        """The whole target URL, linking to the target."""
+        url = reverse("admin:djwebhooks_webhooktarget_change", args=[obj.webhook_target_id])
+        return format_html('<a href="{}">{}</a>', url, obj.webhook_target.target_url)
 
     @admin.display(description=_("owner"), ordering="webhook_target__owner")
     def owner_column(self, obj):
