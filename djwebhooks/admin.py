@@ -176,7 +176,7 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     form = WebhookTargetForm
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["display_url", "owner_column", "event", "display_identifier", "is_active",
-                    "health", "deliveries_link", "created_at"]
+                    "health", "display_secret", "deliveries_link"]
     list_filter = ["is_active", OwnerFilter, "event", "header_content_type"]
     search_fields = ["event", "identifier", "target_url"]
     list_select_related = ["owner"]
@@ -229,11 +229,11 @@ class WebhookTargetAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("target URL"), ordering="target_url")
     def display_url(self, obj):
-        return truncated(obj.target_url)
+        return truncated(obj.target_url, 30)
 
     @admin.display(description=_("identifier"), ordering="identifier")
     def display_identifier(self, obj):
-        return truncated(obj.identifier, 20)
+        return truncated(obj.identifier, 16)
 
     @admin.display(description=_("owner"), ordering="owner")
     def owner_column(self, obj):
@@ -268,8 +268,8 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     def health(self, obj):
         """Failures since the last success, or why the target was disabled."""
         if obj.disabled_at:
-            return format_html('<span style="color:#c62828" title="{}">{}</span>',
-                               obj.disabled_reason, _("disabled"))
+            return format_html('<span style="color:#c62828">{}</span>', truncated(
+                gettext("disabled: %(reason)s") % {"reason": obj.disabled_reason}))
         if obj.consecutive_failures:
             return format_html('<span title="{}">{}</span>', ngettext(
                 "%(count)d failure since %(since)s", "%(count)d failures since %(since)s",
@@ -320,8 +320,7 @@ class WebhookTargetAdmin(admin.ModelAdmin):
         rotated = [result for result in results if not result.skipped]
         skipped = [result for result in results if result.skipped]
         for result in rotated:
-            self.log_change(request, result.target,
-                            gettext("Rotated the signing secret (action)."))
+            self.log_change(request, result.target, gettext("Rotated the signing secret."))
         if rotated:
             self.message_user(request, rotated_message(rotated), messages.SUCCESS)
         if skipped:

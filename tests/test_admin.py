@@ -29,13 +29,14 @@ def staff(client, django_user_model):
     return client
 
 
-def test_target_changelist_never_shows_secrets(staff, make_target):
+def test_target_changelist_masks_secrets(staff, make_target):
     target = make_target(identifier="acme")
     response = staff.get(reverse("admin:djwebhooks_webhooktarget_changelist"))
     html = response.content.decode()
     assert response.status_code == 200
     assert target.target_url in html and "acme" in html
     assert target.secret not in html
+    assert target.masked_secret in html
 
 
 def test_target_change_page_never_shows_the_secret(staff, make_target):
@@ -473,7 +474,7 @@ def test_target_actions_write_log_entries(staff, make_target):
             for entry in LogEntry.objects.order_by("pk")] == [
         ("admin", str(target.pk), "Disabled (action)."),
         ("admin", str(target.pk), "Enabled (action); its health was reset."),
-        ("admin", str(target.pk), "Rotated the signing secret (action)."),
+        ("admin", str(target.pk), "Rotated the signing secret."),
     ]
 
 
