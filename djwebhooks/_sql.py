@@ -258,7 +258,8 @@ def succeed(using, claimant, ids, fields):
 
 #: The columns of ``DeliveryAttempt`` that ``insert_attempts`` writes, in order.
 ATTEMPT_COLUMNS = ("delivery_id", "attempt", "success", "response_status", "response_message",
-                   "response_content_type", "error", "duration", "notification", "created")
+                   "response_content_type", "error", "duration", "notification", "created",
+                   "replayed_by_id")
 
 
 def insert_attempts(using, attempts):

@@ -1,18 +1,22 @@
 """Admin: targets to manage; a read-only delivery log with attempts inline."""
 
-import json
 import logging
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
-from django.http import Http404
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils import dateformat, timezone
 from django.utils.formats import date_format
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.timezone import localtime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
@@ -22,38 +26,257 @@ from djwebhooks import rotation
 from djwebhooks.events import replay
 from djwebhooks.forms import WebhookTargetForm
 from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
+from djwebhooks.portal import charts, display, stats
 
 logger = logging.getLogger(__name__)
+
+#: The hours the target page's chart shows: today and yesterday.
+CHART_HOURS = 48
+#: Log entries written per statement when many deliveries are replayed.
+LOG_BATCH = 500
+#: The lists leave out the admin's navigation sidebar, so that their columns fit a
+#: 1,280 pixel screen beside the filters (the breadcrumbs lead back).
+WIDE = {"is_nav_sidebar_enabled": False}
+
+
+#: How the admin shows a moment: to the second, with the time zone's name.
+TIME_FORMAT = "Y-m-d H:i:s T"
+#: The characters of a long URL or identifier a list shows (the whole text is its title).
+SHORT = 40
+
+
+def format_time(moment):
+    """``moment`` in the current time zone as ``TIME_FORMAT``, or "-" when there is none."""
+    if moment is None:
+        return "-"
+    return dateformat.format(localtime(moment), TIME_FORMAT)
+
+
+def time_display(name, description):
+    """A display method showing the field ``name`` as ``format_time`` does."""
+
+    @admin.display(description=description, ordering=name)
+    def display(self, obj):
+        return format_time(getattr(obj, name))
+
+    return display
+
+
+def truncated(text, length=SHORT):
+    """``text`` cut to ``length`` characters, the whole of it in the title attribute."""
+    if len(text) <= length:
+        return text
+    return format_html('<span title="{}">{}…</span>', text, text[:length - 1])
+
+
+class OwnerFilter(admin.SimpleListFilter):
+    """Only one owner's rows, as ``?owner=<user id>``.
+
+    Django's filter on a foreign key lists every user, which no page can hold with many
+    users; this one lists only the owner being filtered by, and is reached from the links
+    in the owner column (or by typing the id into the URL).
+    """
+
+    title = _("owner")
+    parameter_name = "owner"
+    #: The lookup from the listed model to its owner.
+    path = "owner"
+
+    def lookups(self, request, model_admin):
+        # A filter with no choices is not applied at all: an unknown id must still be one.
+        if self.value() is None:
+            return []
+        owner = self.chosen()
+        return [(self.value(), str(owner) if owner else gettext("no user with this id"))]
+
+    def chosen(self):
+        """The user filtered by, or None."""
+        if self.value() is None:
+            return None
+        model = get_user_model()
+        try:
+            pk = model._meta.pk.to_python(self.value())
+        except ValidationError as exc:
+            raise IncorrectLookupParameters(exc) from exc
+        return model._default_manager.filter(pk=pk).first()
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        owner = self.chosen()
+        return queryset.filter(**{self.path: owner}) if owner else queryset.none()
+
+
+class DeliveryOwnerFilter(OwnerFilter):
+    path = "webhook_target__owner"
+
+
+class TargetFilter(admin.SimpleListFilter):
+    """Only one target's deliveries, as ``?webhook_target__id__exact=<id>`` (the parameter
+    of Django's own filter, so older links still work), listing only that target."""
+
+    title = _("webhook target")
+    parameter_name = "webhook_target__id__exact"
+
+    def lookups(self, request, model_admin):
+        if self.value() is None:
+            return []
+        target = self.chosen()
+        return [(self.value(), truncated(str(target)) if target
+                 else gettext("no target with this id"))]
+
+    def chosen(self):
+        """The target filtered by, or None."""
+        if self.value() is None:
+            return None
+        try:
+            pk = WebhookTarget._meta.pk.to_python(self.value())
+        except ValidationError as exc:
+            raise IncorrectLookupParameters(exc) from exc
+        return WebhookTarget.objects.filter(pk=pk).first()
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        target = self.chosen()
+        return queryset.filter(webhook_target=target) if target else queryset.none()
+
+
+def owner_link(changelist, owner):
+    """A link to ``changelist`` (a URL name) filtered by ``owner``."""
+    url = reverse(changelist) + "?" + urlencode({OwnerFilter.parameter_name: owner.pk})
+    return format_html('<a href="{}" title="{}">{}</a>', url,
+                       gettext("Show only %(owner)s's") % {"owner": owner}, owner)
+
+
+def deliveries_url(target):
+    """The delivery log filtered by ``target``."""
+    return (reverse("admin:djwebhooks_delivery_changelist") + "?"
+            + urlencode({TargetFilter.parameter_name: target.pk}))
+
+
+def disabled_banner(target):
+    """Why ``target`` is off, and what to do about it; "" when it is active."""
+    if target.is_active:
+        return ""
+    if target.disabled_at:
+        text = gettext("Disabled because %(reason)s (since %(when)s).") % {
+            "reason": target.disabled_reason or gettext("no reason was recorded"),
+            "when": format_time(target.disabled_at)}
+    else:
+        text = gettext("Disabled: “Active” was unticked, with no reason recorded.")
+    return text + " " + gettext(
+        "No deliveries are made for it meanwhile. To send to it again, tick “Active” and "
+        "save (or use the “Enable selected targets” action), then replay the deliveries "
+        "that failed.")
 
 
 @admin.register(WebhookTarget)
 class WebhookTargetAdmin(admin.ModelAdmin):
     form = WebhookTargetForm
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    list_display = ["owner", "event", "identifier", "target_url", "header_content_type",
-                    "is_active", "health", "display_secret", "created"]
-    list_filter = ["is_active", "event", "header_content_type"]
+    list_display = ["display_url", "owner_column", "event", "display_identifier", "is_active",
+                    "health", "display_secret", "deliveries_link"]
+    list_filter = ["is_active", OwnerFilter, "event", "header_content_type"]
     search_fields = ["event", "identifier", "target_url"]
     list_select_related = ["owner"]
     raw_id_fields = ["owner"]
-    readonly_fields = ["display_secret", "consecutive_failures", "failing_since", "disabled_at",
-                       "disabled_reason", "created", "modified"]
     date_hierarchy = "created"
-    actions = ["enable_targets", "rotate_secrets"]
+    actions = ["enable_targets", "disable_targets", "rotate_secrets"]
+
+    #: What a person sets: all the add form shows.
+    edited_fields = ["owner", "event", "identifier", "target_url", "header_content_type",
+                     "is_active"]
+    health_fields = ["consecutive_failures", "failing_since_at", "disabled_at_at",
+                     "disabled_reason", "last_success", "last_failure", "deliveries_link"]
+    time_fields = ["created_at", "modified_at"]
+
+    created_at = time_display("created", _("created"))
+    modified_at = time_display("modified", _("modified"))
+    failing_since_at = time_display("failing_since", _("failing since"))
+    disabled_at_at = time_display("disabled_at", _("disabled at"))
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), **WIDE})
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": self.edited_fields})]
+        return [
+            (None, {"fields": [*self.edited_fields, "display_secret"]}),
+            (_("Health"), {"fields": self.health_fields}),
+            (_("Times"), {"fields": self.time_fields}),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["display_secret", *self.health_fields, *self.time_fields]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        target = self.get_object(request, unquote(object_id))
+        if target is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "disabled_banner": disabled_banner(target),
+                "chart_hours": CHART_HOURS,
+                "chart": mark_safe(charts.hourly_svg(  # hourly_svg escapes every text
+                    stats.hourly(target, hours=CHART_HOURS),
+                    gettext("Deliveries to %(target)s per hour, by outcome")
+                    % {"target": target.target_url})),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description=_("target URL"), ordering="target_url")
+    def display_url(self, obj):
+        return truncated(obj.target_url, 30)
+
+    @admin.display(description=_("identifier"), ordering="identifier")
+    def display_identifier(self, obj):
+        return truncated(obj.identifier, 16)
+
+    @admin.display(description=_("owner"), ordering="owner")
+    def owner_column(self, obj):
+        return owner_link("admin:djwebhooks_webhooktarget_changelist", obj.owner)
+
+    @admin.display(description=_("deliveries"))
+    def deliveries_link(self, obj):
+        """A link to the delivery log, filtered by this target."""
+        return format_html('<a href="{}">{}</a>', deliveries_url(obj), gettext("Deliveries"))
+
+    @admin.display(description=_("last success"))
+    def last_success(self, obj):
+        return self.last_attempt(obj, success=True)
+
+    @admin.display(description=_("last failure"))
+    def last_failure(self, obj):
+        return self.last_attempt(obj, success=False)
+
+    def last_attempt(self, obj, *, success):
+        """When the target's latest successful (or failed) attempt was made, what came of
+        it, and a link to its delivery; "never" when there is none."""
+        attempt = (DeliveryAttempt.objects.filter(delivery__webhook_target=obj, success=success)
+                   .select_related("delivery").order_by("-created", "-pk").first())
+        if attempt is None:
+            return gettext("never")
+        url = reverse("admin:djwebhooks_delivery_change", args=[attempt.delivery_id])
+        outcome = attempt.notification or attempt.error or attempt.response_status or ""
+        return format_html('{} — {} (<a href="{}">{}</a>)', format_time(attempt.created),
+                           outcome, url, attempt.delivery.hash_value)
 
     @admin.display(description=_("health"), ordering="consecutive_failures")
     def health(self, obj):
         """Failures since the last success, or why the target was disabled."""
         if obj.disabled_at:
-            return format_html('<span style="color:#c62828">{}</span>',
-                               _("disabled: %(reason)s") % {"reason": obj.disabled_reason})
+            return format_html('<span style="color:#c62828">{}</span>', truncated(
+                gettext("disabled: %(reason)s") % {"reason": obj.disabled_reason}))
         if obj.consecutive_failures:
-            return ngettext("%(count)d failure since %(since)s",
-                            "%(count)d failures since %(since)s",
-                            obj.consecutive_failures) % {
-                "count": obj.consecutive_failures,
-                "since": date_format(localtime(obj.failing_since), "SHORT_DATETIME_FORMAT"),
-            }
+            return format_html('<span title="{}">{}</span>', ngettext(
+                "%(count)d failure since %(since)s", "%(count)d failures since %(since)s",
+                obj.consecutive_failures) % {
+                "count": obj.consecutive_failures, "since": format_time(obj.failing_since)},
+                ngettext("%(count)d failure", "%(count)d failures",
+                         obj.consecutive_failures) % {"count": obj.consecutive_failures})
         return _("ok")
 
     @admin.action(description=_("Enable selected targets (and reset their health)"),
@@ -63,10 +286,31 @@ class WebhookTargetAdmin(admin.ModelAdmin):
         for target in queryset.filter(is_active=False):
             target.is_active = True
             target.save()  # saving the change resets the failure count
+            self.log_change(request, target,
+                            gettext("Enabled (action); its health was reset."))
             count += 1
         self.message_user(request, ngettext("Enabled %(count)d target.",
                                             "Enabled %(count)d targets.", count)
                           % {"count": count}, messages.SUCCESS)
+
+    @admin.action(description=_("Disable selected targets"), permissions=["change"])
+    def disable_targets(self, request, queryset):
+        """Stop sending to the targets; the reason names who did it."""
+        count = 0
+        reason = gettext("%(user)s disabled it in the admin") % {
+            "user": request.user.get_username()}
+        for target in queryset.filter(is_active=True):
+            target.is_active = False
+            target.disabled_at = timezone.now()
+            target.disabled_reason = reason[:255]
+            target.save(update_fields=["is_active", "disabled_at", "disabled_reason",
+                                       "modified"])
+            self.log_change(request, target, gettext("Disabled (action)."))
+            count += 1
+        self.message_user(request, ngettext(
+            "Disabled %(count)d target. Its new deliveries are not sent until it is enabled "
+            "again.", "Disabled %(count)d targets. Their new deliveries are not sent until "
+            "they are enabled again.", count) % {"count": count}, messages.SUCCESS)
 
     @admin.action(description=_("Rotate signing secrets of selected targets"),
                   permissions=["change"])
@@ -180,10 +424,15 @@ class DeliveryAttemptInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-    fields = ["attempt", "created", "success", "response_status", "duration", "notification",
-              "response_excerpt", "error"]
+    fields = ["attempt", "created_at", "success", "response_status", "duration", "notification",
+              "response_excerpt", "error", "replayed_by"]
     readonly_fields = fields
     ordering = ["attempt"]
+
+    created_at = time_display("created", _("made at"))
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("replayed_by")
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -200,18 +449,26 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["hash_value", "event", "target_link", "display_status", "attempt",
-                    "response_status", "next_attempt_at", "created"]
-    list_filter = ["status", "event", "success", "webhook_target"]
-    search_fields = ["hash_value__exact"]  # message ids are exact: the index serves
-    list_select_related = ["webhook_target"]
+    list_display = ["message_id", "event", "owner_column", "target_link", "display_status",
+                    "attempts", "http_status", "created_at"]
+    list_filter = [DeliveryOwnerFilter, TargetFilter, "status", "event", "success"]
+    # Message ids and events are exact (their indexes serve); URLs are matched in part.
+    search_fields = ["hash_value__exact", "event__exact", "webhook_target__target_url"]
+    list_select_related = ["webhook_target__owner"]
     date_hierarchy = "created"
     inlines = [DeliveryAttemptInline]
     actions = ["replay_deliveries"]
-    fields = ["hash_value", "event", "webhook_target", "status", "reason", "success", "attempt",
-              "response_status", "next_attempt_at", "claimed_by", "claimed_until", "queued_at",
-              "created", "modified", "display_payload"]
+    fields = ["hash_value", "event", "target", "owner_column", "status", "reason",
+              "success", "attempt", "response_status", "next_attempt_at_time", "claimed_by",
+              "claimed_until_time", "queued_at_time", "replayed_by", "created_at",
+              "modified_at", "display_headers", "display_payload"]
     readonly_fields = fields
+
+    created_at = time_display("created", _("created"))
+    modified_at = time_display("modified", _("modified"))
+    next_attempt_at_time = time_display("next_attempt_at", _("next attempt at"))
+    claimed_until_time = time_display("claimed_until", _("claimed until"))
+    queued_at_time = time_display("queued_at", _("queued at"))
 
     def has_add_permission(self, request):
         return False
@@ -220,18 +477,70 @@ class DeliveryAdmin(admin.ModelAdmin):
         # Read-only log; viewing needs only the view permission.
         return False
 
+    def get_search_fields(self, request):
+        # Owners by whatever identifies them in this project's user model, exactly.
+        username = get_user_model().USERNAME_FIELD
+        return [*self.search_fields, f"webhook_target__owner__{username}__iexact"]
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        # Before the default URLs, whose "<path:object_id>/" would take this one.
+        return [
+            path("<path:object_id>/replay/", self.admin_site.admin_view(self.replay_view),
+                 name="{}_{}_replay".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}),
+                         "has_replay_permission": self.has_replay_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), **WIDE})
+
+    @admin.display(description=_("message id"), ordering="hash_value")
+    def message_id(self, obj):
+        """The start of the message id, linking to the delivery; the whole id in its title."""
+        url = reverse("admin:djwebhooks_delivery_change", args=[obj.pk])
+        short = obj.hash_value if len(obj.hash_value) <= 16 else obj.hash_value[:15] + "…"
+        return format_html('<a href="{}" title="{}">{}</a>', url, obj.hash_value, short)
+
+    @admin.display(description=_("tries"), ordering="attempt")
+    def attempts(self, obj):
+        return obj.attempt
+
+    @admin.display(description=_("HTTP"), ordering="response_status")
+    def http_status(self, obj):
+        return obj.response_status or "-"
+
     @admin.display(description=_("payload"))
     def display_payload(self, obj):
         """The payload's JSON, indented; the text is escaped."""
-        try:
-            text = json.dumps(json.loads(obj.payload_json), indent=2, ensure_ascii=False)
-        except ValueError:
-            text = obj.payload_json
-        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', text)
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>',
+                           display.pretty_payload(obj))
+
+    @admin.display(description=_("headers sent"))
+    def display_headers(self, obj):
+        """The request's headers; the signatures are described, never shown."""
+        lines = format_html_join("\n", "{}: {}", display.request_headers(obj))
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', lines)
 
     @admin.display(description=_("target"), ordering="webhook_target__target_url")
     def target_link(self, obj):
-        return obj.webhook_target.target_url
+        url = reverse("admin:djwebhooks_webhooktarget_change", args=[obj.webhook_target_id])
+        return format_html('<a href="{}">{}</a>', url,
+                           truncated(obj.webhook_target.target_url, 32))
+
+    @admin.display(description=_("target"))
+    def target(self, obj):
+        """The whole target URL, linking to the target."""
+        url = reverse("admin:djwebhooks_webhooktarget_change", args=[obj.webhook_target_id])
+        return format_html('<a href="{}">{}</a>', url, obj.webhook_target.target_url)
+
+    @admin.display(description=_("owner"), ordering="webhook_target__owner")
+    def owner_column(self, obj):
+        return owner_link("admin:djwebhooks_delivery_changelist", obj.webhook_target.owner)
 
     @admin.display(description=_("status"), ordering="status")
     def display_status(self, obj):
@@ -243,13 +552,60 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Replay selected deliveries"), permissions=["replay"])
     def replay_deliveries(self, request, queryset):
-        ids = replay(queryset)
-        self.message_user(
-            request,
-            ngettext("Replaying %(count)d delivery.", "Replaying %(count)d deliveries.",
-                     len(ids)) % {"count": len(ids)},
-            messages.SUCCESS,
-        )
+        self.replay(request, queryset, gettext("Replayed (action)."))
+
+    def replay_view(self, request, object_id):
+        """The Replay button of a delivery's page: POST only, with the action's permission."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"], gettext(
+                "Replaying is done with the Replay button on the delivery's page (a POST)."))
+        if not self.has_replay_permission(request):
+            raise PermissionDenied
+        delivery = self.get_object(request, unquote(object_id))
+        if delivery is None:
+            raise Http404(gettext("No delivery with this id."))
+        self.replay(request, Delivery.objects.filter(pk=delivery.pk),
+                    gettext("Replayed (Replay button)."))
+        return HttpResponseRedirect(
+            reverse("admin:djwebhooks_delivery_change", args=[delivery.pk]))
+
+    def replay(self, request, queryset, log_message):
+        """Replay the deliveries of ``queryset`` whose target is active, as
+        ``request.user``; log each; warn about those left alone, and say why."""
+        disabled = queryset.filter(webhook_target__is_active=False)
+        left = disabled.count()
+        if left:
+            targets = list(WebhookTarget.objects.filter(
+                pk__in=disabled.values("webhook_target_id")).order_by("pk")[:6])
+            named = "; ".join(str(target) for target in targets[:5])
+            if len(targets) > 5:
+                named += "; …"
+            self.message_user(request, ngettext(
+                "%(count)d delivery was not replayed, because its target is disabled "
+                "(%(targets)s). Enable the target first (tick “Active” on its page, or use "
+                "the “Enable selected targets” action), then replay.",
+                "%(count)d deliveries were not replayed, because their targets are disabled "
+                "(%(targets)s). Enable the targets first (tick “Active” on their pages, or "
+                "use the “Enable selected targets” action), then replay.", left)
+                % {"count": left, "targets": named}, messages.WARNING)
+        active = queryset.filter(webhook_target__is_active=True)
+        wanted = active.count()
+        ids = replay(active, replayed_by=request.user)
+        for start in range(0, len(ids), LOG_BATCH):
+            LogEntry.objects.log_actions(
+                request.user.pk, Delivery.objects.filter(pk__in=ids[start:start + LOG_BATCH]),
+                CHANGE, log_message)
+        if ids or not left:
+            self.message_user(request, ngettext(
+                "Replaying %(count)d delivery.", "Replaying %(count)d deliveries.", len(ids))
+                % {"count": len(ids)}, messages.SUCCESS)
+        if len(ids) < wanted:
+            self.message_user(request, ngettext(
+                "%(count)d delivery was being sent at that moment and was left alone; replay "
+                "it again once its attempt is recorded if it fails.",
+                "%(count)d deliveries were being sent at that moment and were left alone; "
+                "replay them again once their attempts are recorded if they fail.",
+                wanted - len(ids)) % {"count": wanted - len(ids)}, messages.INFO)
 
     def has_replay_permission(self, request):
         """Replaying sends requests again, so it needs the ``change_delivery`` permission."""

@@ -200,9 +200,11 @@ def _shorten(ids, limit=20):
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
-def replay(deliveries):
+def replay(deliveries, *, replayed_by=None):
     """Send ``deliveries`` (a queryset, or an iterable of deliveries or ids) again; return
     the ids of those replayed.
+
+    ``replayed_by``, the user who asked (or None), is kept on the next attempt of each.
 
     Each replay is a new attempt on the same ``Delivery``, with the same ``webhook-id``.
     The deliveries are made pending and due now, and handed to the backend after commit;
@@ -216,7 +218,7 @@ def replay(deliveries):
         ids = [getattr(item, "pk", item) for item in deliveries]
     if not ids:
         return []
-    ids = queue.make_due(ids)
+    ids = queue.make_due(ids, replayed_by=replayed_by)
     if ids:
         enqueue_on_commit(ids, using=queue.database())
     return ids

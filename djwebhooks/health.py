@@ -57,11 +57,12 @@ def record(tallies, *, using, now):
         # is reset by the next success seen fresh.)
         if tally.successes and tally.known_failing:
             targets.filter(consecutive_failures__gt=0).update(consecutive_failures=0,
-                                                              failing_since=None)
+                                                              failing_since=None,
+                                                              modified=now)
         if not tally.failures:
             continue
         targets.update(consecutive_failures=F("consecutive_failures") + tally.failures,
-                       failing_since=Coalesce("failing_since", Value(now)))
+                       failing_since=Coalesce("failing_since", Value(now)), modified=now)
         reason = None
         if tally.gone:
             reason = "the receiver answered 410 Gone"
@@ -70,7 +71,7 @@ def record(tallies, *, using, now):
             if targets.filter(failing_since__lte=now - since).exists():
                 reason = f"every attempt failed for more than {_humanize(since)}"
         if reason and targets.filter(is_active=True).update(
-            is_active=False, disabled_at=now, disabled_reason=reason
+            is_active=False, disabled_at=now, disabled_reason=reason, modified=now
         ):
             logger.warning("Webhook target %s disabled: %s.", target_id, reason)
             disabled[target_id] = reason

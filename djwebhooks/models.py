@@ -340,6 +340,15 @@ class Delivery(TimeStampedModel):
                     "advance: the retry's time); empty when no queue holds it."),
     )
 
+    replayed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+", verbose_name=_("replay asked by"),
+        # Almost always empty: a partial index (Meta) keeps the NULLs out of it.
+        db_index=False,
+        help_text=_("Who replayed it, until its next attempt is recorded (which then names "
+                    "them)."),
+    )
+
     objects = DeliveryQuerySet.as_manager()
 
     class Meta:
@@ -375,6 +384,9 @@ class Delivery(TimeStampedModel):
                 name="djwebhooks_delivery_failed",
             ),
             models.Index(fields=["event"], name="djwebhooks_delivery_event"),
+            # For deleting a user (SET NULL), without indexing every delivery's NULL.
+            models.Index(fields=["replayed_by"], condition=models.Q(replayed_by__isnull=False),
+                         name="djwebhooks_delivery_replayer"),
         ]
 
     def __str__(self):
@@ -413,6 +425,13 @@ class DeliveryAttempt(models.Model):
     duration = models.PositiveIntegerField(_("duration (ms)"), default=0)
     notification = models.CharField(_("notification"), max_length=255, blank=True, default="")
     created = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    replayed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+", verbose_name=_("replayed by"),
+        # Almost always empty: a partial index (Meta) keeps the NULLs out of it.
+        db_index=False,
+        help_text=_("Who replayed the delivery, for the first attempt after a replay."),
+    )
 
     class Meta:
         verbose_name = _("delivery attempt")
@@ -421,6 +440,10 @@ class DeliveryAttempt(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["delivery", "attempt"],
                                     name="djwebhooks_unique_attempt_number")
+        ]
+        indexes = [
+            models.Index(fields=["replayed_by"], condition=models.Q(replayed_by__isnull=False),
+                         name="djwebhooks_attempt_replayer"),
         ]
 
     def __str__(self):

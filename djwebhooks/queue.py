@@ -246,7 +246,11 @@ def record(claimant, outcomes, *, policy=None, defer_within=None):
                 logger.warning("Delivery %s no longer exists (its target was deleted); its "
                                "attempt (%s) is not recorded.", delivery.pk,
                                result.notification or result.error)
-        attempts = [_attempt_row(delivery, result, numbers[delivery.pk], now, clean)
+        # Who asked for a replay is copied from the delivery (as loaded under the claim:
+        # make_due leaves claimed rows alone) onto the attempt that follows it, and only
+        # when that attempt moves the delivery, which clears it there.
+        attempts = [_attempt_row(delivery, result, numbers[delivery.pk], now, clean,
+                                 delivery.replayed_by_id if delivery.pk in held else None)
                     for delivery, result in present]
         _sql.insert_attempts(using, attempts)
         for status, ids in portable.items():
@@ -281,15 +285,16 @@ def _succeeded_fields(response_status, now):
     """The fields of a delivery that succeeded."""
     return {"status": SUCCEEDED, "success": True, "response_status": response_status,
             "next_attempt_at": None, "reason": "", "claimed_by": "", "claimed_until": None,
-            "queued_at": None, "modified": now}
+            "queued_at": None, "replayed_by": None, "modified": now}
 
 
 _ATTEMPT_TEMPLATE = DeliveryAttempt(attempt=0)
 
 
-def _attempt_row(delivery, result, number, now, clean):
+def _attempt_row(delivery, result, number, now, clean, replayed_by_id):
     attempt = copy_instance(_ATTEMPT_TEMPLATE)
     attempt.__dict__.update(
+        replayed_by_id=replayed_by_id,
         delivery_id=delivery.pk, attempt=number, success=result.success,
         response_status=result.response_status,
         response_message=clean(result.response_message),
@@ -313,14 +318,15 @@ def _apply(delivery, result, policy, now, clean, defer_within):
             "status": PENDING if decision.retry else FAILED, "success": False,
             "response_status": result.response_status, "next_attempt_at": decision.retry_at,
             "reason": clean(decision.reason)[:255], "claimed_by": "", "claimed_until": None,
-            "queued_at": decision.retry_at if queued else None, "modified": now,
+            "queued_at": decision.retry_at if queued else None, "replayed_by": None,
+            "modified": now,
         }
     for name, value in fields.items():
         setattr(delivery, name, value)
 
 
 _STATE_FIELDS = ("status", "success", "response_status", "next_attempt_at", "reason",
-                 "claimed_by", "claimed_until", "queued_at", "modified")
+                 "claimed_by", "claimed_until", "queued_at", "replayed_by", "modified")
 
 
 def _save_failures(using, claimant, deliveries):
@@ -353,9 +359,12 @@ def _log(item, result):
                        item.attempt.attempt, result.notification or result.error)
 
 
-def make_due(ids):
+def make_due(ids, *, replayed_by=None):
     """Make the deliveries ``ids`` pending and due now, as a replay does, except those a
-    live claim holds (a worker is sending them right now); return the ids made due."""
+    live claim holds (a worker is sending them right now); return the ids made due.
+
+    ``replayed_by`` (a user, or None) is noted on them, and then on the next attempt of
+    each."""
     using = database()
     with transaction.atomic(using=using):
         now = _sql.db_now(using)
@@ -365,4 +374,5 @@ def make_due(ids):
         return sorted(_sql.update_rows(using, free, {
             "status": PENDING, "next_attempt_at": now, "reason": "replayed",
             "claimed_by": "", "claimed_until": None, "queued_at": now, "modified": now,
+            "replayed_by": getattr(replayed_by, "pk", None),
         }))

@@ -13,8 +13,9 @@ DOCS = PACKAGE.parent / "docs"
 #: From the top down: a module may import only modules in its own layer or below.
 LAYERS = [
     {"urls"},
+    {"admin"},  # shows the portal's chart, headers and payload
     {"portal"},  # the pages and the API (the package's own modules import one another)
-    {"apps", "admin", "checks", "forms", "pytest_plugin", "management", "migrations",
+    {"apps", "checks", "forms", "pytest_plugin", "management", "migrations",
      "tasks"},
     # Monitoring listens to signals and reads the database; the sending path never imports it.
     {"metrics", "tracing"},
