@@ -117,6 +117,11 @@ class DeliveryError(WebhookError):
         """The text stored as the attempt's error: the sentence, then any details."""
         return f"{self}\n\nDetails: {self.details}" if self.details else str(self)
 
+    @staticmethod
+    def sentence(stored):
+        """The plain sentence of an attempt's stored error text, without its details."""
+        return stored.split("\n\nDetails: ", 1)[0]
+
     def __reduce__(self):
         return type(self), (*self.args[:1], self.details)
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from django.db import DatabaseError, connections, transaction
 
 from djwebhooks import conf, queue, signals
-from djwebhooks.exceptions import CancelDelivery
+from djwebhooks.exceptions import CancelDelivery, DeliveryError
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.senders.base import AttemptResult
 from djwebhooks.senders.orm import DjangoSenderable
@@ -284,7 +284,8 @@ def _log_attempts(stored, retry, retries_here):
                         attempt.attempt, attempt.notification or attempt.response_status,
                         attempt.duration)
             continue
-        outcome = " ".join((attempt.error or attempt.notification or "failed").split())
+        outcome = " ".join((DeliveryError.sentence(attempt.error) or attempt.notification or
+                            "failed").split())
         if len(outcome) > 200:
             outcome = outcome[:199] + "…"
         logger.warning("Delivery %s (%s, %s) to %s attempt %s: %s, in %s ms; %s",

@@ -74,8 +74,10 @@ def test_a_last_failure_says_it_failed_for_good(settings, make_target, user, clo
         send_event("project.update", {}, owner=user)
     [line] = attempt_lines(caplog)
     message = line.getMessage()
+    port = closed_port_url.split(":")[2].split("/")[0]
     assert f" to target {Delivery.objects.get().webhook_target_id} ({closed_port_url}) " \
-           "attempt 1: DeliveryConnectionError: " in message
+           f"attempt 1: Connection refused by 127.0.0.1:{port}, in " in message
+    assert "Details" not in message  # the sentence only: the details are on the attempt
     assert message.endswith(" ms; failed for good: gave up after 1 attempt.")
 
 

@@ -11,6 +11,7 @@ from django.db.models import Q
 
 from djwebhooks import conf
 from djwebhooks.events import replay
+from djwebhooks.exceptions import DeliveryError
 from djwebhooks.management.parsing import check_count, check_text, ids_in_range, parse_since
 from djwebhooks.models import DatabaseNow, Delivery, DeliveryAttempt, WebhookTarget
 
@@ -135,8 +136,7 @@ def failures(ids):
         if attempt is None:
             outcome = "no attempt made"
         else:
-            # The error's plain sentence: its first paragraph, before the "Details:".
-            outcome = (attempt.error.split("\n\n")[0] or attempt.notification or
+            outcome = (DeliveryError.sentence(attempt.error) or attempt.notification or
                        f"status {attempt.response_status}")
             if attempt.response_status and str(attempt.response_status) not in outcome:
                 outcome = f"{attempt.response_status}: {outcome}"
