@@ -375,3 +375,17 @@ def test_without_opentelemetry_there_are_no_spans(monkeypatch, make_target, user
     make_target()
     send_event("project.update", {"n": 1}, owner=user)
     assert Delivery.objects.get().status == "succeeded"
+
+
+def test_the_app_makes_spans_from_the_start_when_opentelemetry_is_installed():
+    from django.apps import apps
+
+    from djwebhooks import signals
+
+    def connected():
+        return any(key[0] == tracing._UID for key, *_ in signals.attempt_started.receivers)
+
+    tracing.uninstrument()
+    assert not connected()
+    apps.get_app_config("djwebhooks").ready()
+    assert connected()
