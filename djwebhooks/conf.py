@@ -5,6 +5,7 @@ read when used, never at import time, so ``override_settings`` works everywhere.
 """
 
 import difflib
+import importlib.util
 import ipaddress
 import re
 from datetime import timedelta
@@ -76,7 +77,13 @@ DEFAULTS = {
                     "rotate_secret": "5/hour"},
     # The cache (an alias of CACHES) the rate limits count in.
     "RATE_LIMIT_CACHE": "default",
+    # How requests are made: "threads" (a thread per request in flight) or "async" (one
+    # event loop for every request in flight; needs aiohttp, the "async" extra).
+    "SEND_MODE": "threads",
 }
+
+#: The sending modes ``SEND_MODE`` and ``webhooks_worker --mode`` take.
+SEND_MODES = ("threads", "async")
 
 #: The settings of dj-webhooks 0.2, each with the ``DJWEBHOOKS`` key that replaced it
 #: (docs/migrating.rst).
@@ -153,6 +160,27 @@ def shortest_lease(total_timeout):
     """The shortest lease under which a request of ``total_timeout`` seconds can start
     between two heartbeats: the total timeout, one heartbeat and a second to spare."""
     return min((total_timeout + 1) * 4 / 3, total_timeout + 6)
+
+
+def get_send_mode(mode=None):
+    """Return ``mode``, or ``SEND_MODE`` when None, checked: one of ``SEND_MODES``, and
+    ``"async"`` only with aiohttp installed."""
+    if mode is None:
+        mode = get_setting("SEND_MODE")
+    problem = send_mode_problem(mode)
+    if problem:
+        raise WebhookImproperlyConfigured(problem)
+    return mode
+
+
+def send_mode_problem(mode, name="DJWEBHOOKS['SEND_MODE']"):
+    """What is wrong with the sending mode ``mode``, in a sentence; "" when nothing is."""
+    if mode not in SEND_MODES:
+        return f"{name} must be 'threads' or 'async', got {mode!r}."
+    if mode == "async" and importlib.util.find_spec("aiohttp") is None:
+        return (f"{name} is 'async', which needs aiohttp: pip install "
+                "'dj-webhooks[async]'.")
+    return ""
 
 
 def get_timeouts():
@@ -291,6 +319,9 @@ def settings_problems():
         yield "MAX_PAYLOAD_BYTES", (
             f"DJWEBHOOKS['MAX_PAYLOAD_BYTES'] must be a positive whole number, got {size!r}."
         )
+    problem = send_mode_problem(raw.get("SEND_MODE", DEFAULTS["SEND_MODE"]))
+    if problem:
+        yield "SEND_MODE", problem
     for key in ("HTTPS_ONLY",):
         if not isinstance(raw.get(key, DEFAULTS[key]), bool):
             yield key, f"DJWEBHOOKS[{key!r}] must be True or False, got {raw[key]!r}."

@@ -12,6 +12,7 @@ from receivers is made storable, and an outcome that cannot be stored with its b
 stored on its own.
 """
 
+import contextvars
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.db import DatabaseError, connections, transaction
 
-from djwebhooks import conf, queue, signals
+from djwebhooks import conf, queue, signals, transport
 from djwebhooks.exceptions import CancelDelivery, DeliveryError
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.senders.base import AttemptResult
@@ -38,6 +39,8 @@ logger = logging.getLogger("djwebhooks.sending")
 MIN_REQUEST_SECONDS = 1.0
 
 _local = threading.local()
+#: The delivery being sent on this thread, or in this task of the event loop.
+_current = contextvars.ContextVar("djwebhooks_delivery", default=None)
 
 
 def default_claimant(kind="inline"):
@@ -46,16 +49,17 @@ def default_claimant(kind="inline"):
 
 
 def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, retry=None,
-                    retry_within=None, concurrency=1):
+                    retry_within=None, concurrency=1, mode=None):
     """Send the deliveries ``delivery_ids`` that are due, and record each outcome; return
     the ``(delivery, AttemptResult)`` pairs recorded.
 
     The deliveries are claimed first, under ``claimant`` (a name unique to this call when
     None), so no one else sends them meanwhile; ids that are not due, or that another
-    claimant holds, are skipped. Up to ``concurrency`` requests are made at once, each on
-    a thread of this thread's own pool (kept for the next call, so that its connections
-    to receivers are kept too); the claim, the load and the record are one batch each,
-    on this thread. ``budget`` bounds the call in seconds: a request is started only
+    claimant holds, are skipped. Up to ``concurrency`` requests are made at once: in the
+    ``"threads"`` ``mode``, each on a thread of this thread's own pool (kept for the next
+    call, so that its connections to receivers are kept too); in ``"async"``, all on the
+    process's event loop (``SEND_MODE`` when None). The claim, the load and the record
+    are one batch each, on this thread. ``budget`` bounds the call in seconds: a request is started only
     while at least a second of it is left (or half ``TOTAL_TIMEOUT``, if shorter), its
     deadline cut to what is left, and deliveries not started are given back, due, for a
     worker. A request never outlives its claim: the claim is renewed when it would not
@@ -71,6 +75,7 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a whole number of at least 1, got "
                          f"{concurrency!r}")
+    mode = conf.get_send_mode(mode)
     claimant = claimant or default_claimant()
     ids = list(dict.fromkeys(delivery_ids))
     if not ids:
@@ -116,15 +121,28 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
                 wave.append(item)
         index += concurrency
         outcomes.extend(zip((item.delivery for item in wave),
-                            send_all(wave, total_timeout=deadline), strict=True))
+                            send_all(wave, total_timeout=deadline, mode=mode),
+                            strict=True))
     record(claimant, outcomes, retry=retry, retry_within=retry_within)
     queue.release(claimant, unsent)
     return outcomes
 
 
-def send_all(items, *, total_timeout=None):
-    """Send ``Ready`` deliveries at once, each on a thread of this thread's pool; return
-    their ``AttemptResult``s in order. One is sent on this thread."""
+def send_all(items, *, total_timeout=None, mode="threads"):
+    """Send ``Ready`` deliveries at once; return their ``AttemptResult``s in order.
+
+    In the ``"threads"`` mode each is sent on a thread of this thread's pool (one alone
+    on this thread); in ``"async"``, all on the process's event loop, unless a session
+    of the caller's (a test double) must carry them.
+    """
+    if mode == "async" and not any(item.sender.session for item in items) and \
+            not transport.session_overridden():
+        from djwebhooks import aio
+
+        loop = aio.event_loop()
+        futures = [loop.submit(send_async(item, loop.client, total_timeout=total_timeout))
+                   for item in items]
+        return [future.result() for future in futures]
     if len(items) <= 1:
         return [send(item, total_timeout=total_timeout) for item in items]
     return list(_pool(len(items)).map(partial(send, total_timeout=total_timeout), items))
@@ -207,7 +225,7 @@ def failed_before_sending(exc, notification="Error before sending"):
 def send(item, *, total_timeout=None):
     """Send one ``Ready`` delivery; return its ``AttemptResult``. Never raises, and never
     touches the database: safe on any thread."""
-    _local.delivery = item.delivery
+    token = _current.set(item.delivery)
     # For monitoring: on this thread, so a span can be current around the request.
     send_signal("attempt_started", Delivery, delivery=item.delivery)
     try:
@@ -220,14 +238,33 @@ def send(item, *, total_timeout=None):
         logger.exception("The sender of delivery %s failed.", item.delivery.pk)
         result = failed_before_sending(exc, notification="Sender error")
     finally:
-        _local.delivery = None
+        _current.reset(token)
+    send_signal("attempt_finished", Delivery, delivery=item.delivery, result=result)
+    return result
+
+
+async def send_async(item, client, *, total_timeout=None):
+    """``send()`` on an event loop, the request made by ``client`` (an ``aio.Client``).
+    The signals are sent in the request's own task, so a span is current around it."""
+    token = _current.set(item.delivery)
+    send_signal("attempt_started", Delivery, delivery=item.delivery)
+    try:
+        if total_timeout is not None:
+            item.sender.total_timeout = min(item.sender.total_timeout, total_timeout)
+        result = await item.sender.send_async(client)
+    except Exception as exc:
+        logger.exception("The sender of delivery %s failed.", item.delivery.pk)
+        result = failed_before_sending(exc, notification="Sender error")
+    finally:
+        _current.reset(token)
     send_signal("attempt_finished", Delivery, delivery=item.delivery, result=result)
     return result
 
 
 def current_delivery():
-    """The ``Delivery`` this thread is sending right now (for test doubles), or None."""
-    return getattr(_local, "delivery", None)
+    """The ``Delivery`` being sent right now on this thread (or in this task of the event
+    loop), for test doubles; None when none is."""
+    return _current.get()
 
 
 def record(claimant, outcomes, *, policy=None, retry=None, retry_within=None,

@@ -402,6 +402,11 @@ def override_session(session):
         _override = previous
 
 
+def session_overridden():
+    """True while ``override_session`` replaces every thread's session."""
+    return _override is not None
+
+
 def close_session():
     """Close this thread's session (its pooled connections)."""
     session = getattr(_local, "session", None)

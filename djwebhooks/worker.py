@@ -18,6 +18,7 @@ import secrets
 import socket
 import threading
 import time
+from functools import partial
 
 from django.db import DatabaseError, connections
 
@@ -53,10 +54,12 @@ class Worker:
     """
 
     def __init__(self, *, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
-                 worker_id=None, lease=None):
+                 worker_id=None, lease=None, mode=None):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        total = conf.get_seconds("TOTAL_TIMEOUT")
+        #: "threads" or "async" (``SEND_MODE`` when None).
+        self.mode = conf.get_send_mode(mode)
+        total = self._total = conf.get_seconds("TOTAL_TIMEOUT")
         if lease is not None and lease < conf.shortest_lease(total):
             raise ValueError(
                 f"lease must be at least {conf.shortest_lease(total):g} seconds with "
@@ -94,6 +97,8 @@ class Worker:
         self._changed = threading.Condition()
         self._queue = queues.SimpleQueue()
         self._next_beat = 0.0
+        self._event_loop = None  # the async mode's
+        self._async_sending = 0
 
     def stop(self):
         """Claim nothing more; finish what is in flight, then return from ``run()``."""
@@ -113,11 +118,26 @@ class Worker:
         ``BURST_DATABASE_ERRORS`` times in a row.
         """
         check_tables()
-        logger.info("Worker %s started (concurrency %s).", self.worker_id, self.concurrency)
-        threads = [
-            threading.Thread(target=self._send_loop, name=f"djwebhooks-{n}", daemon=True)
-            for n in range(self.concurrency)
-        ]
+        self._total = conf.get_seconds("TOTAL_TIMEOUT")
+        logger.info("Worker %s started (%s, concurrency %s).", self.worker_id, self.mode,
+                    self.concurrency)
+        threads = []
+        if self.mode == "async" and transport.session_overridden():
+            # A test double (djwebhooks.testing's outbox) stands in for every thread's
+            # session: only the threads go through it.
+            logger.info("Worker %s sends with threads: a session is overridden.",
+                        self.worker_id)
+            self.mode = "threads"
+        if self.mode == "async":
+            from djwebhooks import aio
+
+            self._event_loop = aio.EventLoop()
+        else:
+            threads = [
+                threading.Thread(target=self._send_loop, name=f"djwebhooks-{n}",
+                                 daemon=True)
+                for n in range(self.concurrency)
+            ]
         for thread in threads:
             thread.start()
         try:
@@ -128,6 +148,9 @@ class Worker:
                 self._queue.put(None)
             for thread in threads:
                 thread.join()
+            if self._event_loop is not None:
+                self._wait_for_async()
+                self._event_loop.close()
             self._record()  # what finished while stopping
             try:
                 self._beat(stopping=True)
@@ -239,10 +262,17 @@ class Worker:
                 self._queue.put(item)
             for delivery, _ in failed:
                 self._targets_in_flight[delivery.webhook_target_id] += 1
+        if self._event_loop is not None:
+            self._dispatch()
         # Given back for later, and claimed again then: not handled yet.
         self._claimed -= len(hold.held)
         self.processed += len(claim.ids) - len(queued) - len(hold.held)
         return claim.ids
+
+    def _wait_for_async(self):
+        """Wait until the requests in flight on the event loop have ended."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._async_sending == 0)
 
     def _beat(self, stopping=False):
         """Renew the claims held, and write this worker's heartbeat row."""
@@ -403,40 +433,85 @@ class Worker:
             queue.close_all_connections()
 
     def _send_loop(self):
-        total = conf.get_seconds("TOTAL_TIMEOUT")
         try:
             while (item := self._queue.get()) is not None:
-                delivery = item.delivery
-                target = delivery.webhook_target_id
-                with self._changed:
-                    if delivery.pk in self._lost:
-                        skip = _LOST
-                    # Claimed ahead before its target began to fail: one at a time now.
-                    # Or its claim could end before the request's deadline: another
-                    # worker could then send it too.
-                    elif (target in self._failing and self._sending[target] > 0
-                          or self._held.get(delivery.pk, 0) - time.monotonic() < total):
-                        skip = _DEFERRED
-                    else:
-                        skip = None
-                        self._sending[target] += 1
-                result = skip or sending.send(item)
-                with self._changed:
-                    if skip is None:
-                        self._sending[target] -= 1
-                        if self._sending[target] <= 0:
-                            del self._sending[target]
-                    self._results.append((delivery, result))
-                    self._in_flight -= 1
-                    # Wake the main thread only when it has enough to do: waking it for
-                    # every result would cost a thread switch per delivery.
-                    if self._enough_results():
-                        self._changed.notify_all()
+                skip = self._begin(item)
+                self._end(item, skip, skip or sending.send(item))
         finally:
             transport.close_session()
             # A sender subclass may have queried the database from this thread; close what
             # it opened, so the connection does not outlive the thread.
             connections.close_all()
+
+    def _begin(self, item):
+        """Decide whether ``item`` is sent now: return None to send it (counted as being
+        sent to its target), or ``_LOST`` / ``_DEFERRED`` to skip it."""
+        delivery = item.delivery
+        target = delivery.webhook_target_id
+        with self._changed:
+            if delivery.pk in self._lost:
+                return _LOST
+            # Claimed ahead before its target began to fail: one at a time now. Or its
+            # claim could end before the request's deadline: another worker could then
+            # send it too.
+            if (target in self._failing and self._sending[target] > 0
+                    or self._held.get(delivery.pk, 0) - time.monotonic() < self._total):
+                return _DEFERRED
+            self._sending[target] += 1
+            return None
+
+    def _end(self, item, skip, result):
+        """Hand back the result (or the skip) of ``item`` for the main loop to record."""
+        delivery = item.delivery
+        target = delivery.webhook_target_id
+        with self._changed:
+            if skip is None:
+                self._sending[target] -= 1
+                if self._sending[target] <= 0:
+                    del self._sending[target]
+            self._results.append((delivery, result))
+            self._in_flight -= 1
+            # Wake the main thread only when it has enough to do: waking it for every
+            # result would cost a thread switch per delivery.
+            if self._enough_results():
+                self._changed.notify_all()
+
+    def _dispatch(self):
+        """In the async mode: start requests on the event loop for queued deliveries, up to
+        ``concurrency`` in flight (called after queueing, and as each request ends)."""
+        while True:
+            with self._changed:
+                if self._async_sending >= self.concurrency:
+                    return
+                try:
+                    item = self._queue.get_nowait()
+                except queues.Empty:
+                    return
+                if item is None:
+                    return
+                self._async_sending += 1
+            skip = self._begin(item)
+            if skip is not None:
+                self._async_done(item, skip, None)
+                continue
+            future = self._event_loop.submit(
+                sending.send_async(item, self._event_loop.client))
+            future.add_done_callback(partial(self._async_done, item, None))
+
+    def _async_done(self, item, skip, future):
+        if future is None:
+            result = skip
+        else:
+            try:
+                result = future.result()
+            except BaseException as exc:  # cancelled with the loop; sending never raises
+                result = sending.failed_before_sending(exc, notification="Sender error")
+        with self._changed:
+            self._async_sending -= 1
+            if not self._async_sending:
+                self._changed.notify_all()
+        self._end(item, skip, result)
+        self._dispatch()
 
 
 #: A thread's answer for a delivery it put back instead of sending.

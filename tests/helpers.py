@@ -3,12 +3,19 @@ path, and move deliveries' times instead of the clock."""
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import F
 
 from djwebhooks import queue, sending
 from djwebhooks.models import Delivery, WebhookTarget
 
 CLAIMANT = "tests:claimant"
+
+
+def by_mode(*, threads, async_):
+    """What a test expects in the sending mode the suite runs in (DJWEBHOOKS_TEST_SEND_MODE):
+    the details of an error are the HTTP client's own words, requests' or aiohttp's."""
+    return async_ if settings.DJWEBHOOKS.get("SEND_MODE") == "async" else threads
 
 
 def hold(deliveries, claimant=CLAIMANT, seconds=60):

@@ -94,6 +94,9 @@ DJWEBHOOKS = {
     "READ_TIMEOUT": 2,
     # The test receivers run on this machine; real targets must be public.
     "ALLOWED_NETWORKS": ["127.0.0.0/8", "::1/128"],
+    # DJWEBHOOKS_TEST_SEND_MODE=async runs the suite with every request made on the event
+    # loop (CI runs the sending tests both ways).
+    "SEND_MODE": os.environ.get("DJWEBHOOKS_TEST_SEND_MODE", "threads"),
 }
 
 SILENCED_SYSTEM_CHECKS = ["djwebhooks.W001"]

@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 
 from djwebhooks import send_event
 from djwebhooks.models import Delivery
+from tests.helpers import by_mode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +21,8 @@ def test_burst_sends_what_is_due_and_reports(settings, make_target, user, receiv
     out = StringIO()
     call_command("webhooks_worker", "--burst", "--concurrency", "2", "--interval", "0.05",
                  "--worker-id", "test-worker", stdout=out, stderr=StringIO())
-    assert "Worker test-worker sending webhooks (concurrency 2)." in out.getvalue()
+    mode = by_mode(threads="threads", async_="async")
+    assert f"Worker test-worker sending webhooks ({mode}, concurrency 2)." in out.getvalue()
     assert "Worker test-worker stopped after 3 deliveries." in out.getvalue()
     assert Delivery.objects.filter(status="succeeded").count() == 3
 
@@ -30,9 +32,14 @@ def test_burst_sends_what_is_due_and_reports(settings, make_target, user, receiv
     (["--interval", "0"], "--interval must be a positive number"),
     (["--max-deliveries", "0"], "--max-deliveries must be a positive number"),
     (["--lease", "-1"], "--lease must be a positive number"),
-    (["--concurrency", "1001"], r"^--concurrency must be at most 1000 \(threads in one "
-     r"process\); run more processes to send more at once\.$"),
-    (["--concurrency", "99999999999999999999999"], "--concurrency must be at most 1000"),
+    (["--mode", "threads", "--concurrency", "1001"], r"^--concurrency must be at most 1000 "
+     r"\(threads in one process\); run more processes, or use --mode async, to send more at "
+     r"once\.$"),
+    (["--mode", "threads", "--concurrency", "99999999999999999999999"],
+     "--concurrency must be at most 1000"),
+    (["--mode", "async", "--concurrency", "10001"], r"^--concurrency must be at most 10000 "
+     r"with --mode async; run more processes to send more at once\.$"),
+    (["--mode", "sync"], "invalid choice: 'sync'"),
     (["--interval", "nan"], r"^--interval must be a positive number of seconds, at most 86400 "
      r"\(a day\); got nan\.$"),
     (["--interval", "inf"], "--interval must be a positive number of seconds"),

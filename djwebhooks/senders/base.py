@@ -178,17 +178,9 @@ class Senderable:
         notification ``Error before sending``: nothing was sent.
         """
         try:
-            body = self.get_body()
-            sent_at = int(self.clock())
-            headers = self.get_headers(body, sent_at)
+            body, headers = self.build_request()
         except Exception as exc:
-            result = AttemptResult(
-                success=False, response_status=None, response_message="",
-                response_content_type="", error=f"{type(exc).__name__}: {exc}", duration=0,
-                notification="Error before sending", exception=exc,
-            )
-            self.notify(result)
-            return result
+            return self._finish(_before_sending(exc))
         started = time.monotonic()
         try:
             response = transport.post(
@@ -202,29 +194,69 @@ class Senderable:
                 total_timeout=self.total_timeout,
             )
         except DeliveryError as exc:
-            result = AttemptResult(
-                success=False,
-                response_status=None,
-                response_message="",
-                response_content_type="",
-                error=exc.describe(),
-                duration=_elapsed_ms(started),
-                notification=exc.summary,
-                exception=exc,
+            return self._finish(_failed(exc, started))
+        return self._finish(_answered(response, started))
+
+    async def send_async(self, client):
+        """``send()``, with the request made by ``client`` (a ``djwebhooks.aio.Client``)
+        on the running event loop: the same request, result and ``notify()``."""
+        try:
+            body, headers = self.build_request()
+        except Exception as exc:
+            return self._finish(_before_sending(exc))
+        started = time.monotonic()
+        try:
+            response = await client.post(
+                self.url,
+                body,
+                headers,
+                timeout=self.timeout,
+                body_limit=self.body_limit,
+                policy=self.policy,
+                total_timeout=self.total_timeout,
             )
-        else:
-            result = AttemptResult(
-                success=response.ok,
-                response_status=response.status,
-                response_message=response.body.decode("utf-8", errors="replace"),
-                response_content_type=response.content_type,
-                error="",
-                duration=_elapsed_ms(started),
-                notification=f"{response.status} {response.reason}".strip(),
-                retry_after=response.retry_after,
-            )
+        except DeliveryError as exc:
+            return self._finish(_failed(exc, started))
+        return self._finish(_answered(response, started))
+
+    def build_request(self):
+        """Return the ``(body, headers)`` of the request, signed at this moment."""
+        body = self.get_body()
+        sent_at = int(self.clock())
+        return body, self.get_headers(body, sent_at)
+
+    def _finish(self, result):
         self.notify(result)
         return result
+
+
+def _before_sending(exc):
+    return AttemptResult(
+        success=False, response_status=None, response_message="", response_content_type="",
+        error=f"{type(exc).__name__}: {exc}", duration=0, notification="Error before sending",
+        exception=exc,
+    )
+
+
+def _failed(exc, started):
+    return AttemptResult(
+        success=False, response_status=None, response_message="", response_content_type="",
+        error=exc.describe(), duration=_elapsed_ms(started), notification=exc.summary,
+        exception=exc,
+    )
+
+
+def _answered(response, started):
+    return AttemptResult(
+        success=response.ok,
+        response_status=response.status,
+        response_message=response.body.decode("utf-8", errors="replace"),
+        response_content_type=response.content_type,
+        error="",
+        duration=_elapsed_ms(started),
+        notification=f"{response.status} {response.reason}".strip(),
+        retry_after=response.retry_after,
+    )
 
 
 def _elapsed_ms(started):

@@ -14,8 +14,14 @@ from djwebhooks.models import Delivery
 from djwebhooks.worker import BURST_DATABASE_ERRORS, Worker
 
 #: The most threads one worker process runs; for more deliveries at once, run more
-#: processes. Far beyond it, a process runs out of memory or of threads.
+#: processes (or use the async mode). Far beyond it, a process runs out of memory or of
+#: threads.
 MAX_CONCURRENCY = 1000
+#: The most requests one worker process keeps in flight in the async mode, each on a
+#: socket of its own (the process's limit on open files is raised to fit, if it can be).
+MAX_ASYNC_CONCURRENCY = 10_000
+#: Open files a worker needs besides its sockets to receivers.
+SPARE_FILES = 100
 #: The longest --worker-id: the claimant name it is part of (claimed_by) adds ":" and eight
 #: characters of its own.
 WORKER_ID_MAX_LENGTH = Delivery._meta.get_field("claimed_by").max_length - 9
@@ -30,8 +36,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--concurrency", type=int, default=4,
-                            help="Deliveries sent at once, each on its own thread (default 4, "
-                            f"at most {MAX_CONCURRENCY}).")
+                            help="Deliveries sent at once (default 4): at most "
+                            f"{MAX_CONCURRENCY} threads in the threads mode, "
+                            f"{MAX_ASYNC_CONCURRENCY} requests in the async mode.")
+        parser.add_argument("--mode", choices=conf.SEND_MODES,
+                            help="How requests are made: 'threads', one thread per request "
+                            "in flight, or 'async', every request on one event loop (needs "
+                            "dj-webhooks[async]). Default: DJWEBHOOKS['SEND_MODE'], "
+                            "'threads' unless set.")
         parser.add_argument("--interval", type=float, default=1.0,
                             help="Seconds between looks for due deliveries when idle "
                             f"(default 1, at most {LONGEST_WAIT}).")
@@ -53,12 +65,23 @@ class Command(BaseCommand):
                             "this host only).")
 
     def handle(self, *args, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
-               lease=None, worker_id=None, verbosity=1, **options):
+               lease=None, worker_id=None, verbosity=1, mode=None, **options):
+        try:
+            mode = conf.get_send_mode(mode)
+        except WebhookImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
-        if concurrency > MAX_CONCURRENCY:
+        if mode == "threads" and concurrency > MAX_CONCURRENCY:
             raise CommandError(f"--concurrency must be at most {MAX_CONCURRENCY} (threads in one "
-                               "process); run more processes to send more at once.")
+                               "process); run more processes, or use --mode async, to send "
+                               "more at once.")
+        if mode == "async":
+            if concurrency > MAX_ASYNC_CONCURRENCY:
+                raise CommandError(f"--concurrency must be at most {MAX_ASYNC_CONCURRENCY} "
+                                   "with --mode async; run more processes to send more at "
+                                   "once.")
+            make_room_for_sockets(concurrency + SPARE_FILES)
         check_seconds("--interval", interval)
         if max_deliveries is not None and max_deliveries < 1:
             raise CommandError("--max-deliveries must be a positive number.")
@@ -77,7 +100,8 @@ class Command(BaseCommand):
                 raise CommandError(f"--worker-id must be at most {WORKER_ID_MAX_LENGTH} "
                                    f"characters long; got {len(worker_id)}.")
         worker = Worker(concurrency=concurrency, interval=interval, burst=burst,
-                        max_deliveries=max_deliveries, lease=lease, worker_id=worker_id)
+                        max_deliveries=max_deliveries, lease=lease, worker_id=worker_id,
+                        mode=mode)
         metrics_server = serve_metrics(options["metrics_port"], options["metrics_address"])
 
         def shut_down(signum, frame):
@@ -88,7 +112,8 @@ class Command(BaseCommand):
         previous = {sig: signal.signal(sig, shut_down) for sig in (signal.SIGTERM, signal.SIGINT)}
         if verbosity:
             self.stdout.write(f"Worker {worker.worker_id} sending webhooks "
-                              f"(concurrency {concurrency}). Stop with Ctrl-C or SIGTERM.")
+                              f"({mode}, concurrency {concurrency}). Stop with Ctrl-C or "
+                              "SIGTERM.")
         try:
             with logs_shown(verbosity, self.stderr):
                 processed = worker.run()
@@ -110,6 +135,24 @@ class Command(BaseCommand):
         if verbosity:
             self.stdout.write(f"Worker {worker.worker_id} stopped after {processed} "
                               f"{'delivery' if processed == 1 else 'deliveries'}.")
+
+
+def make_room_for_sockets(files):
+    """Raise this process's limit on open files to ``files`` if it is lower and the hard
+    limit allows; refuse, saying what to do, when it does not."""
+    try:
+        import resource
+    except ImportError:  # not on this platform: nothing to check
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= files:
+        return
+    if hard != resource.RLIM_INFINITY and hard < files:
+        raise CommandError(
+            f"This --concurrency needs {files} open files, and this process may open at "
+            f"most {hard} (ulimit -Hn). Lower --concurrency to {hard - SPARE_FILES}, or "
+            "raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit).")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (files, hard))
 
 
 def serve_metrics(port, address):
