@@ -3,13 +3,15 @@
 It sets Django up, prints ``ready``, waits for ``go`` on stdin (so start-up is not
 measured), does its work and prints ``result {json}``. Modes:
 
-- ``worker``: ``djwebhooks.worker.Worker`` with the given ``concurrency``, ``interval`` and
-  ``burst``; without ``burst`` it runs until ``stop`` arrives on stdin.
+- ``worker``: ``djwebhooks.worker.Worker`` with the given ``concurrency``, ``interval``,
+  ``burst`` and ``send_mode``; without ``burst`` it runs until ``stop`` arrives on stdin.
 - ``bare``: the ceiling for this HTTP client: ``concurrency`` threads, each with its own
   plain ``requests.Session``, POST the requests listed in ``requests_file`` (JSON lines of
   ``[url, headers, body]``, from ``start`` to ``stop``). No database, no signing. With
   ``"calls": "prepared"``, each request is a ``PreparedRequest`` given to
   ``Session.send``, the calls dj-webhooks' own sessions make, instead of ``Session.post``.
+- ``bare_aio``: the same with aiohttp, ``concurrency`` requests in flight on one event
+  loop: the async mode's ceiling.
 - ``inline``: ``calls`` calls of ``send_event`` to one target each (identifiers ``t0`` to
   ``t<targets-1>``), each in its own transaction, with the inline backend: sending in the
   caller's thread.
@@ -146,8 +148,10 @@ def run_worker(config):
     counters = Counters().install() if config.get("count") else None
 
     worker = Worker(concurrency=config["concurrency"], interval=config.get("interval", 1.0),
-                    burst=config.get("burst", True), worker_id=config.get("worker_id"))
+                    burst=config.get("burst", True), worker_id=config.get("worker_id"),
+                    mode=config.get("send_mode"))
     monitor = RSSMonitor(config.get("rss_at", []), lambda: worker.processed)
+    threads = ThreadCounter().start()
     if not worker.burst:
         def stop_on_request():
             sys.stdin.readline()
@@ -159,7 +163,67 @@ def run_worker(config):
     processed = worker.run()
     finished = time.monotonic()
     return {"started": started, "finished": finished, "processed": processed,
-            "rss_kb": monitor.finish(), "counts": counters.counts if counters else {}}
+            "rss_kb": monitor.finish(), "counts": counters.counts if counters else {},
+            "most_threads": threads.finish()}
+
+
+class ThreadCounter:
+    """The most threads the process ran at once, sampled every 50 ms."""
+
+    def __init__(self):
+        self.most = threading.active_count()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._done.wait(0.05):
+            self.most = max(self.most, threading.active_count())
+
+    def finish(self):
+        self._done.set()
+        self._thread.join()
+        return self.most - 1  # not this counter's own thread
+
+
+def run_bare_aio(config):
+    """The ceiling of the async mode's client: aiohttp posting the same requests with
+    ``concurrency`` in flight on one event loop, set up as ``djwebhooks.aio.Client`` is
+    (no cookies, no decompression, no environment), without its guards and bookkeeping."""
+    import asyncio
+
+    import aiohttp
+
+    with open(config["requests_file"]) as lines:
+        todo = [json.loads(line) for line in lines]
+    todo = todo[config.get("start", 0):config.get("stop", len(todo))]
+    statuses = []
+
+    async def main():
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, use_dns_cache=False)
+        async with aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                auto_decompress=False,
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent")) as session:
+            iterator = iter(todo)
+
+            async def loop():
+                for url, headers, body in iterator:
+                    async with session.post(url, data=body.encode(), headers=headers,
+                                            allow_redirects=False) as response:
+                        await response.content.read(4096)
+                        statuses.append(response.status)
+
+            started = time.monotonic()
+            await asyncio.gather(*(loop() for _ in range(config["concurrency"])))
+            return started, time.monotonic()
+
+    started, finished = asyncio.run(main())
+    return {"started": started, "finished": finished, "processed": len(statuses),
+            "ok": sum(1 for status in statuses if status == 200), "rss_kb": {}}
 
 
 def run_bare(config):
@@ -250,12 +314,12 @@ def run_db_worker(config):
 
 
 MODES = {"worker": run_worker, "bare": run_bare, "inline": run_inline,
-         "db_worker": run_db_worker}
+         "db_worker": run_db_worker, "bare_aio": run_bare_aio}
 
 
 def main():
     config = json.loads(sys.argv[1])
-    if config["mode"] != "bare":
+    if config["mode"] not in ("bare", "bare_aio"):
         sys.path.insert(0, str(ROOT))
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
         import django

@@ -24,10 +24,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ["caller", "throughput", "slow", "hol", "memory", "queue-throughput", "queue-slow"]
+NAMES = ["caller", "throughput", "slow", "hol", "memory", "queue-throughput", "queue-slow",
+         "async-throughput", "async-slow", "async-dead"]
 #: The backends each scenario measures (its baselines are measured whatever is chosen).
 MEASURES = {name: ("database", "inline") for name in NAMES[:5]}
 MEASURES.update({"queue-throughput": ("celery", "tasks"), "queue-slow": ("celery", "tasks")})
+MEASURES.update({name: ("database",) for name in NAMES[7:]})
 BACKEND_CHOICES = {
     "database": ("database",), "inline": ("inline",), "celery": ("celery",),
     "tasks": ("tasks",), "both": ("database", "inline"),
@@ -341,7 +343,7 @@ def run(args, url, started):
     setup_django(url)
     from django.db import connection
 
-    from bench import chart, queues, scenarios
+    from bench import asyncmode, chart, queues, scenarios
     from bench.receiver import ReceiverProcess
 
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes.full(args.size)
@@ -374,7 +376,7 @@ def run(args, url, started):
                                          "profile": args.profile,
                                          "repeat": max(1, args.repeat),
                                          "slow_workers": max(1, args.slow_workers)})
-        every = {**scenarios.SCENARIOS, **queues.SCENARIOS}
+        every = {**scenarios.SCENARIOS, **queues.SCENARIOS, **asyncmode.SCENARIOS}
         steps = [(name, every[name]) for name in args.only]
         if "caller" in args.only or "throughput" in args.only:
             steps.append(("queries", scenarios.worker_query_rows))

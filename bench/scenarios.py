@@ -99,6 +99,13 @@ class Sizes:
     queue_threads: int = 4  # per process: the database worker's default concurrency
     queue_interval: float = 0.1  # the polling workers' interval (database worker, db_worker)
     tasks_slow_processes: int = 10
+    # Scenarios 8 to 10, the async sending mode (bench/asyncmode.py); 8 takes the sizes of 2.
+    async_concurrencies: tuple = (1, 4, 16, 64, 256)
+    thread_concurrencies: tuple = (1, 4, 16, 64)
+    async_slow_deliveries: int = 2000
+    async_slow_concurrency: int = 1000
+    async_slow_latency_ms: int = 2000
+    async_dead_concurrency: int = 64
 
     @classmethod
     def full(cls, scale=1.0):
@@ -151,6 +158,12 @@ class Sizes:
             queue_deliveries=60,
             queue_targets=20,
             tasks_slow_processes=2,
+            async_concurrencies=(1, 16),
+            thread_concurrencies=(4,),
+            async_slow_deliveries=40,
+            async_slow_concurrency=20,
+            async_slow_latency_ms=200,
+            async_dead_concurrency=8,
         )
 
     def scale_memory(self, factor):
@@ -824,7 +837,7 @@ def healthy_latencies(ctx, healthy_ids):
     return delivered, recorded, missing
 
 
-def hol_worker(ctx):
+def hol_worker(ctx, send_mode="threads", concurrency=4):
     from djwebhooks import send_event
     from djwebhooks.models import Delivery
 
@@ -838,8 +851,8 @@ def hol_worker(ctx):
         analyze()
         connections.close_all()
         child = Child(ctx, f"worker-hol-{'bad' if bad else 'good'}",
-                      {"mode": "worker", "concurrency": 4, "burst": False,
-                       "interval": sizes.hol_interval},
+                      {"mode": "worker", "concurrency": concurrency, "burst": False,
+                       "interval": sizes.hol_interval, "send_mode": send_mode},
                       {"BACKEND": DATABASE, **timeouts})
         try:
             child.expect("ready", 60)
@@ -865,7 +878,8 @@ def hol_worker(ctx):
         ctx.log(f"  worker, {'with' if bad else 'without'} the bad target: p95 "
                 f"{delivered[bad]:.3f} s to the receiver, {recorded[bad]:.3f} s recorded")
     note = (f"latency to the receiver; recorded as attempted in the database, p95 "
-            f"{recorded[True]:.3g} s vs {recorded[False]:.3g} s; worker concurrency 4, "
+            f"{recorded[True]:.3g} s vs {recorded[False]:.3g} s; worker {send_mode}, "
+            f"concurrency {concurrency}, "
             f"polling every {sizes.hol_interval:g} s")
     if missing[True] or missing[False]:
         note += f"; {missing[True] + missing[False]} healthy deliveries never arrived"

@@ -14,7 +14,7 @@ hand it coroutines and get ``concurrent.futures.Future``s back.
 """
 
 import asyncio
-import concurrent.futures
+import contextlib
 import contextvars
 import errno
 import os
@@ -36,8 +36,9 @@ from djwebhooks.exceptions import (
     DeliveryTimeout,
 )
 
-#: The URL policy of the request being made, for the resolver (it runs in its task).
-_policy = contextvars.ContextVar("djwebhooks_policy", default=None)
+#: The URL policy and the state of the request being made, for the resolver (which runs
+#: in the request's task): ``(policy, state)``.
+_request = contextvars.ContextVar("djwebhooks_request", default=None)
 
 
 class _GuardedResolver(AbstractResolver):
@@ -45,9 +46,11 @@ class _GuardedResolver(AbstractResolver):
     request's URL policy allows; one refused address refuses the name, as in ``ssrf``."""
 
     async def resolve(self, host, port=0, family=socket.AF_UNSPEC):
-        policy = _policy.get() or ssrf.URLPolicy()
+        policy, state = _request.get() or (ssrf.URLPolicy(), {})
         future = transport._resolvers.submit(ssrf.resolve, host, port, policy)
+        state["looking_up"] = host
         addresses = await asyncio.wrap_future(future)
+        state["looking_up"] = None
         return [
             {"hostname": host, "host": str(address), "port": port,
              "family": socket.AF_INET6 if address.version == 6 else socket.AF_INET,
@@ -96,11 +99,15 @@ class Client:
             ssrf.check_url(url, policy)
         except ssrf.TargetURLRefused as exc:
             raise DeliveryRefused(str(exc)) from None
-        _policy.set(policy)  # this task's own context: the resolver reads it
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        state = {"reading": False}
+        state = {"reading": False, "looking_up": None}
+        _request.set((policy, state))  # this task's own context: the resolver reads it
+        loop = asyncio.get_running_loop()
+        end = loop.time() + total_timeout
         try:
             async with _within(total_timeout):
+                if loop.time() >= end:
+                    raise TimeoutError  # past the deadline already: nothing is sent
                 return await self._post(url, body, headers, connect, read, body_limit,
                                         state)
         except DeliveryError:
@@ -108,6 +115,10 @@ class Client:
         except (TimeoutError, asyncio.TimeoutError) as exc:
             if isinstance(exc, aiohttp.ServerTimeoutError):
                 raise _map_error(exc, url, (connect, read), state["reading"]) from exc
+            if state["looking_up"]:
+                raise DeliveryTimeout(
+                    f"The DNS lookup of {state['looking_up']} did not finish within the "
+                    f"request's total deadline ({total_timeout:g} s).") from exc
             raise DeliveryTimeout(f"The request took longer than its total deadline "
                                   f"({total_timeout:g} s).") from exc
         except ssrf.TargetURLRefused as exc:
@@ -293,11 +304,9 @@ class EventLoop:
         """Close the client's connections and stop the loop."""
         if not self.thread.is_alive():
             return
-        with_client = self.submit(self.client.close())
-        try:
-            with_client.result(timeout)
-        except (concurrent.futures.TimeoutError, Exception):
-            pass
+        closing = self.submit(self.client.close())
+        with contextlib.suppress(Exception):  # a loop that will not answer is left behind
+            closing.result(timeout)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout)
 

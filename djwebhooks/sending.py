@@ -59,11 +59,11 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
     ``"threads"`` ``mode``, each on a thread of this thread's own pool (kept for the next
     call, so that its connections to receivers are kept too); in ``"async"``, all on the
     process's event loop (``SEND_MODE`` when None). The claim, the load and the record
-    are one batch each, on this thread. ``budget`` bounds the call in seconds: a request is started only
-    while at least a second of it is left (or half ``TOTAL_TIMEOUT``, if shorter), its
-    deadline cut to what is left, and deliveries not started are given back, due, for a
-    worker. A request never outlives its claim: the claim is renewed when it would not
-    outlast the request's deadline.
+    are one batch each, on this thread. ``budget`` bounds the call in seconds: a request
+    is started only while at least a second of it is left (or half ``TOTAL_TIMEOUT``, if
+    shorter), its deadline cut to what is left, and deliveries not started are given
+    back, due, for a worker. A request never outlives its claim: the claim is renewed when
+    it would not outlast the request's deadline.
     ``session`` is the HTTP session to send with (each thread's pooled one when None).
     ``retry(ids, run_after=when)``, when given, is called once the outcomes are committed
     for each retry they scheduled that is due within ``retry_within`` seconds (None: any),

@@ -18,6 +18,15 @@ def by_mode(*, threads, async_):
     return async_ if settings.DJWEBHOOKS.get("SEND_MODE") == "async" else threads
 
 
+def post_async(url, body, headers, **kwargs):
+    """``aio.Client.post`` on the process's event loop, waited for: ``transport.post``'s
+    arguments (but ``session``), answer and errors."""
+    from djwebhooks import aio
+
+    loop = aio.event_loop()
+    return loop.submit(loop.client.post(url, body, headers, **kwargs)).result(30)
+
+
 def hold(deliveries, claimant=CLAIMANT, seconds=60):
     """Claim ``deliveries`` (instances or ids) for ``claimant``, whatever their due time,
     as a worker that took them would have."""

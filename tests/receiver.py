@@ -34,6 +34,12 @@ class Reply:
     barrier: object = None
 
 
+class _Server(ThreadingHTTPServer):
+    # Many clients connect at once in some tests: with the default backlog of 5, the kernel
+    # drops the rest of their handshakes, and they connect a second or more later.
+    request_queue_size = 256
+
+
 class Receiver:
     """A threaded server; ``replies`` is a queue of scripted answers, then ``default``."""
 
@@ -105,7 +111,7 @@ class Receiver:
             def log_message(self, format, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         # A client that hangs up early (timeouts, capped reads) is expected here.
         self.server.handle_error = lambda request, client_address: None

@@ -27,7 +27,7 @@ LAYERS = [
     {"senders", "queue"},
     {"health", "rotation", "retention", "receivers"},
     {"_sql"},
-    {"models"},
+    {"models", "aio"},  # aio: the async mode's HTTP client, on transport's guards
     {"conf", "transport", "encoding", "signing", "ssrf", "retry", "signals", "exceptions"},
 ]
 

@@ -21,6 +21,7 @@ from djwebhooks.ssrf import (
     is_public,
     resolve,
 )
+from tests.helpers import by_mode, post_async
 from tests.receiver import RawReceiver, Reply
 
 STRICT = URLPolicy()
@@ -244,7 +245,12 @@ def test_connections_are_reused_within_the_deadline(settings, make_target, user,
 # show the deadline (0.5 s) was kept, and not the 5 s socket timeouts.
 
 def send(url, *, resolver=None, session=None, total_timeout=0.5):
+    """POST with the client of the suite's sending mode (the threaded one when a session
+    is given)."""
     policy = URLPolicy(allowed_networks=LOOPBACK, resolver=resolver)
+    if session is None and by_mode(threads=False, async_=True):
+        return post_async(url, b"{}", {}, timeout=(5, 5), body_limit=100, policy=policy,
+                          total_timeout=total_timeout)
     with transport.new_session() as own:
         return transport.post(url, b"{}", {}, timeout=(5, 5), body_limit=100,
                               session=session or own, policy=policy,
