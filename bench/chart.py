@@ -67,3 +67,37 @@ def render(rows, path, title):
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
     return path
+
+
+def render_concurrency(rows, path):
+    """Draw scenario 8's deliveries per second against concurrency, for each mode and each
+    bare client, to ``path``; return the path, or None (no matplotlib, or no such rows)."""
+    curves = [r["data"]["curve"] for r in rows if r.get("data", {}).get("curve")]
+    if not curves:
+        return None
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(8, 5))
+    for label, points in curves[-1].items():
+        if not points:
+            continue
+        ordered = sorted((int(n), rate) for n, rate in points.items())
+        style = "--" if label.startswith("bare") else "-"
+        axes.plot([n for n, _ in ordered], [rate for _, rate in ordered], style, marker="o",
+                  label=f"{label} worker" if not label.startswith("bare") else label)
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("requests in flight (worker --concurrency)")
+    axes.set_ylabel("deliveries (requests) per second")
+    axes.set_title("One process to a fast receiver: throughput against concurrency",
+                   fontsize=10)
+    axes.legend(fontsize=8)
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+    return path

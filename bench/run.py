@@ -315,7 +315,10 @@ posting the same signed bodies to the same receiver, with as many threads and pr
 the smaller number of deliveries; (6) the database worker with two processes, measured as
 the queues are, from the commit to the last success recorded (Celery's bare task, which posts
 the same requests without the database, is its own ceiling); (7) the ideal time, deliveries ÷
-concurrency × latency. Targets for 10 and 100 targets in (1) are the straight line between the
+concurrency × latency; (8) the async mode against a bare aiohttp loop with as many requests
+in flight, the threads against the bare loop of prepared requests with as many threads; (9)
+the ideal time, and bare aiohttp beside it; (10) as (4), with an async worker. Targets for
+10 and 100 targets in (1) are the straight line between the
 stated 1 ms for one target and 30 ms for 1,000. Throughput targets are ≥ 0.7× the bare loop,
 and for the queues ≥ 0.6× the database worker (higher is better); all other figures are
 better lower."""
@@ -408,6 +411,7 @@ def run(args, url, started):
         {"title": title, "machine": info, "sizes": scenarios.asdict(sizes), "rows": data,
          "failed": failed}, indent=2, default=str))
     png = chart.render(data, args.output / f"{stem}.png", title)
+    chart.render_concurrency(data, args.output / f"{stem}-concurrency.png")
     print()
     print(text)
     print(f"Written: {args.output / stem}.md, .json" + (", .png" if png else

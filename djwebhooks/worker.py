@@ -34,6 +34,8 @@ BURST_DATABASE_ERRORS = 5
 FAILING_TARGETS_KEPT = 10_000
 #: Heartbeat rows of workers not seen for this long are deleted when a worker starts.
 HEARTBEAT_RETENTION = 86400
+#: Claimed deliveries are loaded and prepared this many at a time.
+PREPARE_CHUNK = 100
 
 
 def default_worker_id():
@@ -235,24 +237,41 @@ class Worker:
         except Exception:
             options = None
         hold = self._holder()
-        try:
-            ready, failed = sending.prepare(queue.load(self.claimant, claim.ids),
-                                            claimant=self.claimant, options=options,
-                                            hold=hold)
-        except DatabaseError:
-            # Claimed but not loaded: give the claims back (or, with the database gone,
-            # stop renewing them, so they expire), then let the loop wait the error out.
-            with self._changed:
-                for pk in claim.ids:
-                    self._held.pop(pk, None)
-            self._claimed -= len(claim.ids)
-            with contextlib.suppress(DatabaseError):
-                queue.release(self.claimant, claim.ids)
-            raise
+        # Loaded and prepared a part at a time, each queued at once: the first requests
+        # start while the rest of a large claim is still being loaded.
+        for start in range(0, len(claim.ids), PREPARE_CHUNK):
+            chunk = claim.ids[start:start + PREPARE_CHUNK]
+            held_before = len(hold.held)
+            try:
+                ready, failed = sending.prepare(queue.load(self.claimant, chunk),
+                                                claimant=self.claimant, options=options,
+                                                hold=hold)
+            except DatabaseError:
+                # Claimed but not loaded: give those claims back (or, with the database
+                # gone, stop renewing them, so they expire), then let the loop wait the
+                # error out. What was queued already is sent.
+                rest = claim.ids[start:]
+                with self._changed:
+                    for pk in rest:
+                        self._held.pop(pk, None)
+                self._claimed -= len(rest)
+                with contextlib.suppress(DatabaseError):
+                    queue.release(self.claimant, rest)
+                raise
+            self._queue_prepared(chunk, ready, failed)
+            # Given back for later, and claimed again then: not handled yet.
+            held = len(hold.held) - held_before
+            self._claimed -= held
+            self.processed += len(chunk) - len(ready) - len(failed) - held
+        return claim.ids
+
+    def _queue_prepared(self, ids, ready, failed):
+        """Queue the ``ready`` deliveries of ``ids`` for sending, and the ``failed`` ones
+        for recording; stop holding the others (finished, or given back)."""
         queued = {item.delivery.pk for item in ready} | {d.pk for d, _ in failed}
         with self._changed:
-            for pk in claim.ids:
-                if pk not in queued:  # finished without a request, or given back
+            for pk in ids:
+                if pk not in queued:
                     self._held.pop(pk, None)
             self._in_flight += len(ready)
             # Failed before sending: recorded with the next batch of results.
@@ -264,10 +283,6 @@ class Worker:
                 self._targets_in_flight[delivery.webhook_target_id] += 1
         if self._event_loop is not None:
             self._dispatch()
-        # Given back for later, and claimed again then: not handled yet.
-        self._claimed -= len(hold.held)
-        self.processed += len(claim.ids) - len(queued) - len(hold.held)
-        return claim.ids
 
     def _wait_for_async(self):
         """Wait until the requests in flight on the event loop have ended."""
