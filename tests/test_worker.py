@@ -452,3 +452,34 @@ def test_a_database_error_after_claiming_gives_the_claims_back(monkeypatch, make
     assert (delivery.status, delivery.attempt) == ("succeeded", 1)
     assert len(receiver.requests) == 1
     assert not worker._held
+
+
+def test_a_large_claim_is_loaded_in_parts_and_an_error_gives_back_only_the_rest(
+        monkeypatch, make_target, user, receiver, caplog):
+    # Five deliveries claimed at once, loaded two at a time; the second load fails (fault
+    # injected: the database is really there). The first two are sent at once; the other
+    # three are given back, claimed again and sent once each.
+    from django.db import OperationalError
+
+    from djwebhooks import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "PREPARE_CHUNK", 2)
+    for n in range(5):
+        make_target(target_url=f"{receiver.url}/{n}/")
+    send_event("project.update", {}, owner=user)
+    real_load, loaded = queue.load, []
+
+    def flaky_load(claimant, ids, *args, **kwargs):
+        loaded.append(list(ids))
+        if len(loaded) == 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_load(claimant, ids, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "load", flaky_load)
+    worker = Worker(concurrency=8, burst=True, interval=0.01)
+    assert worker.run() == 5
+    assert [len(ids) for ids in loaded[:2]] == [2, 2]
+    assert "cannot reach the database" in caplog.text
+    assert Delivery.objects.filter(status="succeeded", attempt=1).count() == 5
+    assert sorted(request.path for request in receiver.requests) == [f"/{n}/" for n in range(5)]
+    assert not worker._held
