@@ -183,16 +183,8 @@ class Senderable:
             return self._finish(_before_sending(exc))
         started = time.monotonic()
         try:
-            response = transport.post(
-                self.url,
-                body,
-                headers,
-                timeout=self.timeout,
-                body_limit=self.body_limit,
-                session=self.session,
-                policy=self.policy,
-                total_timeout=self.total_timeout,
-            )
+            response = transport.post(self.url, body, headers, session=self.session,
+                                      **self._limits())
         except DeliveryError as exc:
             return self._finish(_failed(exc, started))
         return self._finish(_answered(response, started))
@@ -206,15 +198,7 @@ class Senderable:
             return self._finish(_before_sending(exc))
         started = time.monotonic()
         try:
-            response = await client.post(
-                self.url,
-                body,
-                headers,
-                timeout=self.timeout,
-                body_limit=self.body_limit,
-                policy=self.policy,
-                total_timeout=self.total_timeout,
-            )
+            response = await client.post(self.url, body, headers, **self._limits())
         except DeliveryError as exc:
             return self._finish(_failed(exc, started))
         return self._finish(_answered(response, started))
@@ -224,6 +208,11 @@ class Senderable:
         body = self.get_body()
         sent_at = int(self.clock())
         return body, self.get_headers(body, sent_at)
+
+    def _limits(self):
+        """The request's bounds and URL policy, as both clients take them."""
+        return {"timeout": self.timeout, "body_limit": self.body_limit, "policy": self.policy,
+                "total_timeout": self.total_timeout}
 
     def _finish(self, result):
         self.notify(result)
