@@ -37,6 +37,8 @@ logger = logging.getLogger("djwebhooks.sending")
 
 #: A request is not started with less time than this left in a call's budget.
 MIN_REQUEST_SECONDS = 1.0
+#: How long past its deadline a request on the event loop is waited for.
+LOOP_GRACE_SECONDS = 10.0
 
 _local = threading.local()
 #: The delivery being sent on this thread, or in this task of the event loop.
@@ -142,10 +144,25 @@ def send_all(items, *, total_timeout=None, mode="threads"):
         loop = aio.event_loop()
         futures = [loop.submit(send_async(item, loop.client, total_timeout=total_timeout))
                    for item in items]
-        return [future.result() for future in futures]
+        # Each request ends by its deadline; a loop that stopped answering (it never has)
+        # must not hold this thread for ever either.
+        wait = (total_timeout or conf.get_seconds("TOTAL_TIMEOUT")) + LOOP_GRACE_SECONDS
+        return [_result(future, wait) for future in futures]
     if len(items) <= 1:
         return [send(item, total_timeout=total_timeout) for item in items]
     return list(_pool(len(items)).map(partial(send, total_timeout=total_timeout), items))
+
+
+def _result(future, wait):
+    """The ``AttemptResult`` of a request on the event loop, or a failed one when it has
+    not ended within ``wait`` seconds (it is then cancelled)."""
+    try:
+        return future.result(wait)
+    except Exception as exc:
+        future.cancel()
+        logger.error("A request on the event loop did not end in %s s; recorded as failed.",
+                     round(wait))
+        return failed_before_sending(exc, notification="Sender error")
 
 
 def _pool(size):

@@ -285,9 +285,15 @@ class Worker:
             self._dispatch()
 
     def _wait_for_async(self):
-        """Wait until the requests in flight on the event loop have ended."""
+        """Wait until the requests in flight on the event loop have ended: each ends by its
+        deadline. Those still running after that (a loop that stopped answering) are left
+        to their leases."""
+        wait = self._total + sending.LOOP_GRACE_SECONDS
         with self._changed:
-            self._changed.wait_for(lambda: self._async_sending == 0)
+            if not self._changed.wait_for(lambda: self._async_sending == 0, wait):
+                logger.error("Worker %s: %s requests did not end within %s s of stopping; "
+                             "their deliveries are sent again once their leases expire.",
+                             self.worker_id, self._async_sending, round(wait))
 
     def _beat(self, stopping=False):
         """Renew the claims held, and write this worker's heartbeat row."""

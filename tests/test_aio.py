@@ -290,3 +290,24 @@ def aio_policy(resolver=None, allowed=True):
 
     networks = (ipaddress.ip_network("127.0.0.0/8"),) if allowed else ()
     return URLPolicy(allowed_networks=networks, resolver=resolver)
+
+
+def test_a_request_that_never_ends_on_the_loop_does_not_hold_the_caller(
+        async_mode, settings, monkeypatch, make_target, user, receiver):
+    # Fault injected: a sender that never returns (the deadline bounds every real request).
+    import asyncio
+
+    from djwebhooks.senders.orm import DjangoSenderable
+
+    async def forever(self, client):
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(DjangoSenderable, "send_async", forever)
+    monkeypatch.setattr(sending, "LOOP_GRACE_SECONDS", 0.2)
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "TOTAL_TIMEOUT": 0.5, "LEASE": 40}
+    make_target()
+    started = time.monotonic()
+    [delivery] = send_event("project.update", {}, owner=user)
+    assert time.monotonic() - started < 5
+    attempt = delivery.attempts.get()
+    assert (attempt.success, attempt.notification) == (False, "Sender error")
