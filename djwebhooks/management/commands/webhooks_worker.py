@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from djwebhooks import conf
+from djwebhooks import conf, queue, wakeup
 from djwebhooks.exceptions import WebhookImproperlyConfigured
 from djwebhooks.management.parsing import LONGEST_WAIT, check_seconds, check_text
 from djwebhooks.models import Delivery
@@ -35,6 +35,10 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=1.0,
                             help="Seconds between looks for due deliveries when idle "
                             f"(default 1, at most {LONGEST_WAIT}).")
+        parser.add_argument("--no-listen", action="store_false", dest="listen",
+                            help="On PostgreSQL, do not wake on notifications of new "
+                            "deliveries; only look every --interval (for a connection "
+                            "pooler in transaction mode, which cannot LISTEN).")
         parser.add_argument("--burst", action="store_true",
                             help="Exit once nothing is due, instead of waiting for more.")
         parser.add_argument("--max-deliveries", type=int,
@@ -53,7 +57,7 @@ class Command(BaseCommand):
                             "this host only).")
 
     def handle(self, *args, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
-               lease=None, worker_id=None, verbosity=1, **options):
+               lease=None, worker_id=None, listen=True, verbosity=1, **options):
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
         if concurrency > MAX_CONCURRENCY:
@@ -77,7 +81,8 @@ class Command(BaseCommand):
                 raise CommandError(f"--worker-id must be at most {WORKER_ID_MAX_LENGTH} "
                                    f"characters long; got {len(worker_id)}.")
         worker = Worker(concurrency=concurrency, interval=interval, burst=burst,
-                        max_deliveries=max_deliveries, lease=lease, worker_id=worker_id)
+                        max_deliveries=max_deliveries, lease=lease, worker_id=worker_id,
+                        listen=listen)
         metrics_server = serve_metrics(options["metrics_port"], options["metrics_address"])
 
         def shut_down(signum, frame):
@@ -87,8 +92,9 @@ class Command(BaseCommand):
 
         previous = {sig: signal.signal(sig, shut_down) for sig in (signal.SIGTERM, signal.SIGINT)}
         if verbosity:
+            how = "" if burst else f"; {waking(worker)}"
             self.stdout.write(f"Worker {worker.worker_id} sending webhooks "
-                              f"(concurrency {concurrency}). Stop with Ctrl-C or SIGTERM.")
+                              f"(concurrency {concurrency}{how}). Stop with Ctrl-C or SIGTERM.")
         try:
             with logs_shown(verbosity, self.stderr):
                 processed = worker.run()
@@ -110,6 +116,14 @@ class Command(BaseCommand):
         if verbosity:
             self.stdout.write(f"Worker {worker.worker_id} stopped after {processed} "
                               f"{'delivery' if processed == 1 else 'deliveries'}.")
+
+
+def waking(worker):
+    """How ``worker`` learns of new deliveries, in words."""
+    if worker.listen and wakeup.can_listen(queue.database()):
+        return (f"woken by notifications on channel {wakeup.channel()!r}, looking for "
+                f"retries every {worker.interval:g} s")
+    return f"looking for due deliveries every {worker.interval:g} s"
 
 
 def serve_metrics(port, address):
