@@ -78,6 +78,8 @@ class Listener:
         self.channel = channel()
         #: True while a connection listens (and its test notification came back).
         self.listening = False
+        #: The server process of the listening connection (``pg_stat_activity.pid``).
+        self.backend_pid = None
         self._stopped = threading.Event()
         self._pipe = None
         self._thread = None
@@ -175,6 +177,8 @@ class Listener:
         except BaseException:
             raw.close()
             raise
+        self.backend_pid = (raw.get_backend_pid() if driver == "psycopg2"
+                            else raw.info.backend_pid)
         logger.info("Listening for new deliveries on channel %r.", self.channel)
         return raw
 
