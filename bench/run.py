@@ -1,10 +1,10 @@
 """Benchmark dj-webhooks: ``python bench/run.py [--quick] [--database-url URL] ...``.
 
-Runs the scenarios in ``bench/scenarios.py`` against a receiver in its own process, prints
-a markdown table (each figure beside a baseline measured in the same run, the target and
-whether it was met), and writes it with the raw numbers (JSON) and a chart (PNG) to
-``--output``. Missed targets are reported, never raised: the exit status is non-zero only
-when the harness itself failed.
+Runs the scenarios in ``bench/scenarios.py``, ``queues.py`` and ``latency.py`` against a
+receiver in its own process, prints a markdown table (each figure beside a baseline
+measured in the same run, the target and whether it was met), and writes it with the raw
+numbers (JSON) and a chart (PNG) to ``--output``. Missed targets are reported, never
+raised: the exit status is non-zero only when the harness itself failed.
 """
 
 import argparse
@@ -24,10 +24,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ["caller", "throughput", "slow", "hol", "memory", "queue-throughput", "queue-slow"]
+NAMES = ["caller", "throughput", "slow", "hol", "memory", "queue-throughput", "queue-slow",
+         "latency"]
 #: The backends each scenario measures (its baselines are measured whatever is chosen).
 MEASURES = {name: ("database", "inline") for name in NAMES[:5]}
-MEASURES.update({"queue-throughput": ("celery", "tasks"), "queue-slow": ("celery", "tasks")})
+MEASURES.update({"queue-throughput": ("celery", "tasks"), "queue-slow": ("celery", "tasks"),
+                 "latency": ("database",)})
 BACKEND_CHOICES = {
     "database": ("database",), "inline": ("inline",), "celery": ("celery",),
     "tasks": ("tasks",), "both": ("database", "inline"),
@@ -313,7 +315,8 @@ posting the same signed bodies to the same receiver, with as many threads and pr
 the smaller number of deliveries; (6) the database worker with two processes, measured as
 the queues are, from the commit to the last success recorded (Celery's bare task, which posts
 the same requests without the database, is its own ceiling); (7) the ideal time, deliveries ÷
-concurrency × latency. Targets for 10 and 100 targets in (1) are the straight line between the
+concurrency × latency; (8) the same worker polling (`listen=False`), whose median is about
+half its interval. Targets for 10 and 100 targets in (1) are the straight line between the
 stated 1 ms for one target and 30 ms for 1,000. Throughput targets are ≥ 0.7× the bare loop,
 and for the queues ≥ 0.6× the database worker (higher is better); all other figures are
 better lower."""
@@ -341,7 +344,7 @@ def run(args, url, started):
     setup_django(url)
     from django.db import connection
 
-    from bench import chart, queues, scenarios
+    from bench import chart, latency, queues, scenarios
     from bench.receiver import ReceiverProcess
 
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes.full(args.size)
@@ -374,7 +377,7 @@ def run(args, url, started):
                                          "profile": args.profile,
                                          "repeat": max(1, args.repeat),
                                          "slow_workers": max(1, args.slow_workers)})
-        every = {**scenarios.SCENARIOS, **queues.SCENARIOS}
+        every = {**scenarios.SCENARIOS, **queues.SCENARIOS, **latency.SCENARIOS}
         steps = [(name, every[name]) for name in args.only]
         if "caller" in args.only or "throughput" in args.only:
             steps.append(("queries", scenarios.worker_query_rows))

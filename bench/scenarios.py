@@ -99,6 +99,9 @@ class Sizes:
     queue_threads: int = 4  # per process: the database worker's default concurrency
     queue_interval: float = 0.1  # the polling workers' interval (database worker, db_worker)
     tasks_slow_processes: int = 10
+    # Scenario 8, latency (bench/latency.py): single webhooks, each to an idle worker.
+    latency_webhooks: int = 500
+    latency_spacing: tuple = (0.02, 0.05)  # seconds between commits, from-to
 
     @classmethod
     def full(cls, scale=1.0):
@@ -121,6 +124,7 @@ class Sizes:
             memory_small=scaled(sizes.memory_small, 100),
             memory_large=scaled(sizes.memory_large, 1000),
             queue_deliveries=scaled(sizes.queue_deliveries, 100),
+            latency_webhooks=scaled(sizes.latency_webhooks, 20),
         )
 
     @classmethod
@@ -151,6 +155,7 @@ class Sizes:
             queue_deliveries=60,
             queue_targets=20,
             tasks_slow_processes=2,
+            latency_webhooks=20,
         )
 
     def scale_memory(self, factor):

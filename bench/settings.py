@@ -69,6 +69,7 @@ DJWEBHOOKS = {
     "EVENTS": {
         "bench.fan": "One call fanning out to many targets.",
         "bench.one": "One call, one target.",
+        "bench.latency": "One call, one target, timed from commit to arrival.",
     },
     "BACKEND": "djwebhooks.backends.database.DatabaseBackend",
     # The benchmark's receiver listens on 127.0.0.1; real targets must be public.
