@@ -152,7 +152,6 @@ class Worker:
 
     def _loop(self):
         failures = 0
-        idle = True
         while True:
             try:
                 self._record()
@@ -173,11 +172,9 @@ class Worker:
                         return
                 ids = []
                 if room > 0:
-                    if idle:
-                        # As at the start of a request: drop a connection past its
-                        # CONN_MAX_AGE or broken. While work flows, it is kept.
-                        queue.close_old_connections()
                     ids = self._claim(room)
+                    if not ids and self._idle():
+                        self._refresh_connection()
             except DatabaseError as exc:
                 failures += 1
                 if self.burst and failures >= BURST_DATABASE_ERRORS:
@@ -193,7 +190,6 @@ class Worker:
             if failures:
                 logger.warning("Worker %s: the database is back.", self.worker_id)
                 failures = 0
-            idle = not ids
             if not ids and self.burst:
                 with self._changed:
                     if self._in_flight == 0 and not self._results:
@@ -211,6 +207,18 @@ class Worker:
                     # recorded, and more claimed, in batches; but not for long.
                     self._changed.wait_for(self._enough_results,
                                            min(self.interval, 0.2, self._until_beat()))
+
+    def _idle(self):
+        with self._changed:
+            return not self._in_flight and not self._results
+
+    def _refresh_connection(self):
+        """Before waiting idle: as at the start of a request, drop a connection past its
+        ``CONN_MAX_AGE`` or broken (while work flows, it is kept); then connect again at
+        once, so that the look a notification wakes the worker for does not wait for a new
+        connection."""
+        queue.close_old_connections()
+        connections[queue.database()].ensure_connection()
 
     def _start_listening(self):
         """Start the listener where the database can notify, and say how the worker
