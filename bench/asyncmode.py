@@ -1,15 +1,15 @@
-"""Scenarios 8 to 10: the async sending mode (``SEND_MODE = "async"``) beside the threads.
+"""Scenarios 9 to 11: the async sending mode (``SEND_MODE = "async"``) beside the threads.
 
-8. ``async-throughput``: deliveries per second to a fast receiver from one worker process,
+9. ``async-throughput``: deliveries per second to a fast receiver from one worker process,
    at several concurrencies, in each mode; each against its own client's bare loop with as
    many requests in flight (aiohttp on one event loop for the async mode; ``requests``
    threads, making the calls dj-webhooks makes, for the threads). The figures also make the
    Performance page's chart of throughput against concurrency.
-9. ``async-slow``: 2,000 deliveries to receivers that take 2 s each at a concurrency of
+10. ``async-slow``: 2,000 deliveries to receivers that take 2 s each at a concurrency of
    1,000, which only the async mode can run in one process: the time against the ideal
    (4 s), the worker's peak RSS and the most threads it ran.
-10. ``async-dead``: scenario 4 in the async mode (a target that never answers among healthy
-   ones), with the concurrency of scenario 9's kind of worker.
+11. ``async-dead``: scenario 4 in the async mode (a target that never answers among healthy
+   ones), with the concurrency of scenario 10's kind of worker.
 
 Without aiohttp (``pip install 'dj-webhooks[async]'``) each prints ``skipped: <reason>``.
 """
@@ -30,9 +30,9 @@ from bench.scenarios import (
     write_requests,
 )
 
-THROUGHPUT = "8 async throughput"
-SLOW = "9 async slow receivers at scale"
-DEAD = "10 async dead endpoint"
+THROUGHPUT = "9 async throughput"
+SLOW = "10 async slow receivers at scale"
+DEAD = "11 async dead endpoint"
 
 
 def aiohttp_problem():

@@ -70,7 +70,7 @@ def render(rows, path, title):
 
 
 def render_concurrency(rows, path):
-    """Draw scenario 8's deliveries per second against concurrency, for each mode and each
+    """Draw scenario 9's deliveries per second against concurrency, for each mode and each
     bare client, to ``path``; return the path, or None (no matplotlib, or no such rows)."""
     curves = [r["data"]["curve"] for r in rows if r.get("data", {}).get("curve")]
     if not curves:

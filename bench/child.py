@@ -4,7 +4,8 @@ It sets Django up, prints ``ready``, waits for ``go`` on stdin (so start-up is n
 measured), does its work and prints ``result {json}``. Modes:
 
 - ``worker``: ``djwebhooks.worker.Worker`` with the given ``concurrency``, ``interval``,
-  ``burst`` and ``send_mode``; without ``burst`` it runs until ``stop`` arrives on stdin.
+  ``listen``, ``burst`` and ``send_mode`` (the worker's defaults for those not given);
+  without ``burst`` it runs until ``stop`` arrives on stdin.
 - ``bare``: the ceiling for this HTTP client: ``concurrency`` threads, each with its own
   plain ``requests.Session``, POST the requests listed in ``requests_file`` (JSON lines of
   ``[url, headers, body]``, from ``start`` to ``stop``). No database, no signing. With
@@ -147,9 +148,10 @@ def run_worker(config):
 
     counters = Counters().install() if config.get("count") else None
 
-    worker = Worker(concurrency=config["concurrency"], interval=config.get("interval", 1.0),
-                    burst=config.get("burst", True), worker_id=config.get("worker_id"),
-                    mode=config.get("send_mode"))
+    options = {name: config[name] for name in ("interval", "listen") if name in config}
+    worker = Worker(concurrency=config["concurrency"], burst=config.get("burst", True),
+                    worker_id=config.get("worker_id"), mode=config.get("send_mode"),
+                    **options)
     monitor = RSSMonitor(config.get("rss_at", []), lambda: worker.processed)
     threads = ThreadCounter().start()
     if not worker.burst:

@@ -1,10 +1,10 @@
 """Benchmark dj-webhooks: ``python bench/run.py [--quick] [--database-url URL] ...``.
 
-Runs the scenarios in ``bench/scenarios.py`` against a receiver in its own process, prints
-a markdown table (each figure beside a baseline measured in the same run, the target and
-whether it was met), and writes it with the raw numbers (JSON) and a chart (PNG) to
-``--output``. Missed targets are reported, never raised: the exit status is non-zero only
-when the harness itself failed.
+Runs the scenarios in ``bench/scenarios.py``, ``queues.py`` and ``latency.py`` against a
+receiver in its own process, prints a markdown table (each figure beside a baseline
+measured in the same run, the target and whether it was met), and writes it with the raw
+numbers (JSON) and a chart (PNG) to ``--output``. Missed targets are reported, never
+raised: the exit status is non-zero only when the harness itself failed.
 """
 
 import argparse
@@ -25,11 +25,12 @@ from urllib.parse import unquote, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["caller", "throughput", "slow", "hol", "memory", "queue-throughput", "queue-slow",
-         "async-throughput", "async-slow", "async-dead"]
+         "latency", "async-throughput", "async-slow", "async-dead"]
 #: The backends each scenario measures (its baselines are measured whatever is chosen).
 MEASURES = {name: ("database", "inline") for name in NAMES[:5]}
-MEASURES.update({"queue-throughput": ("celery", "tasks"), "queue-slow": ("celery", "tasks")})
-MEASURES.update({name: ("database",) for name in NAMES[7:]})
+MEASURES.update({"queue-throughput": ("celery", "tasks"), "queue-slow": ("celery", "tasks"),
+                 "latency": ("database",)})
+MEASURES.update({name: ("database",) for name in NAMES[8:]})
 BACKEND_CHOICES = {
     "database": ("database",), "inline": ("inline",), "celery": ("celery",),
     "tasks": ("tasks",), "both": ("database", "inline"),
@@ -315,9 +316,10 @@ posting the same signed bodies to the same receiver, with as many threads and pr
 the smaller number of deliveries; (6) the database worker with two processes, measured as
 the queues are, from the commit to the last success recorded (Celery's bare task, which posts
 the same requests without the database, is its own ceiling); (7) the ideal time, deliveries ÷
-concurrency × latency; (8) the async mode against a bare aiohttp loop with as many requests
-in flight, the threads against the bare loop of prepared requests with as many threads; (9)
-the ideal time, and bare aiohttp beside it; (10) as (4), with an async worker. Targets for
+concurrency × latency; (8) the same worker polling (`listen=False`), whose median is about
+half its interval; (9) the async mode against a bare aiohttp loop with as many requests
+in flight, the threads against the bare loop of prepared requests with as many threads; (10)
+the ideal time, and bare aiohttp beside it; (11) as (4), with an async worker. Targets for
 10 and 100 targets in (1) are the straight line between the
 stated 1 ms for one target and 30 ms for 1,000. Throughput targets are ≥ 0.7× the bare loop,
 and for the queues ≥ 0.6× the database worker (higher is better); all other figures are
@@ -346,7 +348,7 @@ def run(args, url, started):
     setup_django(url)
     from django.db import connection
 
-    from bench import asyncmode, chart, queues, scenarios
+    from bench import asyncmode, chart, latency, queues, scenarios
     from bench.receiver import ReceiverProcess
 
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes.full(args.size)
@@ -379,7 +381,8 @@ def run(args, url, started):
                                          "profile": args.profile,
                                          "repeat": max(1, args.repeat),
                                          "slow_workers": max(1, args.slow_workers)})
-        every = {**scenarios.SCENARIOS, **queues.SCENARIOS, **asyncmode.SCENARIOS}
+        every = {**scenarios.SCENARIOS, **queues.SCENARIOS, **latency.SCENARIOS,
+                 **asyncmode.SCENARIOS}
         steps = [(name, every[name]) for name in args.only]
         if "caller" in args.only or "throughput" in args.only:
             steps.append(("queries", scenarios.worker_query_rows))

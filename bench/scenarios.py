@@ -99,7 +99,10 @@ class Sizes:
     queue_threads: int = 4  # per process: the database worker's default concurrency
     queue_interval: float = 0.1  # the polling workers' interval (database worker, db_worker)
     tasks_slow_processes: int = 10
-    # Scenarios 8 to 10, the async sending mode (bench/asyncmode.py); 8 takes the sizes of 2.
+    # Scenario 8, latency (bench/latency.py): single webhooks, each to an idle worker.
+    latency_webhooks: int = 500
+    latency_spacing: tuple = (0.02, 0.05)  # seconds between commits, from-to
+    # Scenarios 9 to 11, the async sending mode (bench/asyncmode.py); 9 takes the sizes of 2.
     async_concurrencies: tuple = (1, 4, 16, 64, 256)
     thread_concurrencies: tuple = (1, 4, 16, 64)
     async_slow_deliveries: int = 2000
@@ -128,6 +131,7 @@ class Sizes:
             memory_small=scaled(sizes.memory_small, 100),
             memory_large=scaled(sizes.memory_large, 1000),
             queue_deliveries=scaled(sizes.queue_deliveries, 100),
+            latency_webhooks=scaled(sizes.latency_webhooks, 20),
         )
 
     @classmethod
@@ -158,6 +162,7 @@ class Sizes:
             queue_deliveries=60,
             queue_targets=20,
             tasks_slow_processes=2,
+            latency_webhooks=20,
             async_concurrencies=(1, 16),
             thread_concurrencies=(4,),
             async_slow_deliveries=40,

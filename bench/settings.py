@@ -69,6 +69,7 @@ DJWEBHOOKS = {
     "EVENTS": {
         "bench.fan": "One call fanning out to many targets.",
         "bench.one": "One call, one target.",
+        "bench.latency": "One call, one target, timed from commit to arrival.",
     },
     "BACKEND": "djwebhooks.backends.database.DatabaseBackend",
     # The benchmark's receiver listens on 127.0.0.1; real targets must be public.
@@ -90,7 +91,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup closes every database connection before and after each task
 # unless this is set (then it closes them every this many tasks).
 CELERY_DB_REUSE_MAX = int(os.environ.get("BENCH_CELERY_DB_REUSE_MAX") or 0) or None
-if CELERY_DB_REUSE_MAX:
+if os.environ.get("BENCH_CONN_MAX_AGE"):
+    # A measured process's own choice (scenario 8 measures the worker both ways).
+    DATABASES["default"].update(CONN_MAX_AGE=int(os.environ["BENCH_CONN_MAX_AGE"]),
+                                CONN_HEALTH_CHECKS=True)
+elif CELERY_DB_REUSE_MAX:
     # Kept connections, as the docs pair them: dj-webhooks' tasks close a connection
     # older than CONN_MAX_AGE (0 by default: every task), as Django does after a request.
     DATABASES["default"].update(CONN_MAX_AGE=60, CONN_HEALTH_CHECKS=True)

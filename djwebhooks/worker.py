@@ -22,7 +22,7 @@ from functools import partial
 
 from django.db import DatabaseError, connections
 
-from djwebhooks import _sql, conf, models, queue, sending, transport
+from djwebhooks import _sql, conf, models, queue, sending, transport, wakeup
 from djwebhooks.models import DatabaseNow, WorkerHeartbeat
 from djwebhooks.senders.orm import DjangoSenderable
 
@@ -52,11 +52,14 @@ class Worker:
     attempt failed gets one thread at most until it answers again, so an endpoint that is
     down or slow cannot take every thread. All database work (claiming, renewing, loading,
     recording results in batches) happens in the thread that called ``run()``, on one
-    connection.
+    connection. On PostgreSQL, unless ``listen`` is False, a thread of its own listens for
+    notifications of new deliveries on another connection (see ``djwebhooks.wakeup``), so
+    an idle worker claims them at once; ``interval`` is then how often it looks for
+    retries that fell due.
     """
 
     def __init__(self, *, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
-                 worker_id=None, lease=None, mode=None):
+                 worker_id=None, lease=None, mode=None, listen=True):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         #: "threads" or "async" (``SEND_MODE`` when None).
@@ -77,6 +80,11 @@ class Worker:
         #: so that no other run (a restarted worker with the same id) shares its claims.
         self.claimant = f"{self.worker_id}:{secrets.token_hex(4)}"[-255:]
         self.lease = lease
+        #: Wake on PostgreSQL's notifications of new deliveries (where the database can),
+        #: rather than only at the next look ``interval`` seconds on.
+        self.listen = listen
+        self._listener = None
+        self._woken = False  # a notification came since the last look for work
         #: The fewest and the most deliveries held claimed (being sent, or queued for the
         #: threads); between the two, what the threads send in ``claim_ahead`` seconds.
         self.min_batch = max(16, 2 * concurrency)
@@ -142,9 +150,12 @@ class Worker:
             ]
         for thread in threads:
             thread.start()
+        self._start_listening()
         try:
             self._loop()
         finally:
+            if self._listener is not None:
+                self._listener.stop()
             self._release_unsent()
             for _ in threads:
                 self._queue.put(None)
@@ -166,7 +177,6 @@ class Worker:
 
     def _loop(self):
         failures = 0
-        idle = True
         while True:
             try:
                 self._record()
@@ -175,6 +185,9 @@ class Worker:
                 with self._changed:
                     if self._stopping:
                         return
+                    # A notification from now on ends the next wait at once: it may be
+                    # for a delivery committed after this look.
+                    self._woken = False
                     # Claim ahead, so that no thread waits for the next claim and the
                     # database work is done in batches.
                     room = self.batch_size - self._in_flight
@@ -184,11 +197,9 @@ class Worker:
                         return
                 ids = []
                 if room > 0:
-                    if idle:
-                        # As at the start of a request: drop a connection past its
-                        # CONN_MAX_AGE or broken. While work flows, it is kept.
-                        queue.close_old_connections()
                     ids = self._claim(room)
+                    if not ids and self._idle():
+                        self._refresh_connection()
             except DatabaseError as exc:
                 failures += 1
                 if self.burst and failures >= BURST_DATABASE_ERRORS:
@@ -204,7 +215,6 @@ class Worker:
             if failures:
                 logger.warning("Worker %s: the database is back.", self.worker_id)
                 failures = 0
-            idle = not ids
             if not ids and self.burst:
                 with self._changed:
                     if self._in_flight == 0 and not self._results:
@@ -213,13 +223,47 @@ class Worker:
                 if self._stopping:
                     continue
                 if not ids and not self._in_flight and not self._results:
-                    # Nothing due: look again later (or at the next heartbeat).
-                    self._changed.wait(min(self.interval, self._until_beat()))
+                    # Nothing due: look again later (or at the next heartbeat), or as soon
+                    # as a notification says something fell due.
+                    self._changed.wait_for(lambda: self._woken or self._stopping,
+                                           min(self.interval, self._until_beat()))
                 else:
                     # Let results gather until half the work in hand is done, so they are
                     # recorded, and more claimed, in batches; but not for long.
                     self._changed.wait_for(self._enough_results,
                                            min(self.interval, 0.2, self._until_beat()))
+
+    def _idle(self):
+        with self._changed:
+            return not self._in_flight and not self._results
+
+    def _refresh_connection(self):
+        """Before waiting idle: as at the start of a request, drop a connection past its
+        ``CONN_MAX_AGE`` or broken (while work flows, it is kept); then connect again at
+        once, so that the look a notification wakes the worker for does not wait for a new
+        connection."""
+        queue.close_old_connections()
+        connections[queue.database()].ensure_connection()
+
+    def _start_listening(self):
+        """Start the listener where the database can notify, and say how the worker
+        learns of new deliveries."""
+        using = queue.database()
+        if self.listen and not self.burst and wakeup.can_listen(using):
+            self._listener = wakeup.Listener(using, self._wake)
+            self._listener.start()
+            logger.info("Worker %s wakes on notifications on channel %r, and looks for "
+                        "retries due every %g s.", self.worker_id, self._listener.channel,
+                        self.interval)
+        elif not self.burst:
+            logger.info("Worker %s looks for due deliveries every %g s.", self.worker_id,
+                        self.interval)
+
+    def _wake(self):
+        """Called by the listener: deliveries may have fallen due."""
+        with self._changed:
+            self._woken = True
+            self._changed.notify_all()
 
     def _claim(self, room):
         """Claim up to ``room`` deliveries, prepare them and queue them for the threads."""

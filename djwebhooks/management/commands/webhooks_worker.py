@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from djwebhooks import conf
+from djwebhooks import conf, queue, wakeup
 from djwebhooks.exceptions import WebhookImproperlyConfigured
 from djwebhooks.management.parsing import LONGEST_WAIT, check_seconds, check_text
 from djwebhooks.models import Delivery
@@ -47,6 +47,10 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=1.0,
                             help="Seconds between looks for due deliveries when idle "
                             f"(default 1, at most {LONGEST_WAIT}).")
+        parser.add_argument("--no-listen", action="store_false", dest="listen",
+                            help="On PostgreSQL, do not wake on notifications of new "
+                            "deliveries; only look every --interval (for a connection "
+                            "pooler in transaction mode, which cannot LISTEN).")
         parser.add_argument("--burst", action="store_true",
                             help="Exit once nothing is due, instead of waiting for more.")
         parser.add_argument("--max-deliveries", type=int,
@@ -65,7 +69,7 @@ class Command(BaseCommand):
                             "this host only).")
 
     def handle(self, *args, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
-               lease=None, worker_id=None, verbosity=1, mode=None, **options):
+               lease=None, worker_id=None, listen=True, verbosity=1, mode=None, **options):
         try:
             mode = conf.get_send_mode(mode)
         except WebhookImproperlyConfigured as exc:
@@ -101,7 +105,7 @@ class Command(BaseCommand):
                                    f"characters long; got {len(worker_id)}.")
         worker = Worker(concurrency=concurrency, interval=interval, burst=burst,
                         max_deliveries=max_deliveries, lease=lease, worker_id=worker_id,
-                        mode=mode)
+                        mode=mode, listen=listen)
         metrics_server = serve_metrics(options["metrics_port"], options["metrics_address"])
 
         def shut_down(signum, frame):
@@ -111,9 +115,10 @@ class Command(BaseCommand):
 
         previous = {sig: signal.signal(sig, shut_down) for sig in (signal.SIGTERM, signal.SIGINT)}
         if verbosity:
+            how = "" if burst else f"; {waking(worker)}"
             self.stdout.write(f"Worker {worker.worker_id} sending webhooks "
-                              f"({mode}, concurrency {concurrency}). Stop with Ctrl-C or "
-                              "SIGTERM.")
+                              f"({mode}, concurrency {concurrency}{how}). Stop with "
+                              "Ctrl-C or SIGTERM.")
         try:
             with logs_shown(verbosity, self.stderr):
                 processed = worker.run()
@@ -153,6 +158,14 @@ def make_room_for_sockets(files):
             f"most {hard} (ulimit -Hn). Lower --concurrency to {hard - SPARE_FILES}, or "
             "raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit).")
     resource.setrlimit(resource.RLIMIT_NOFILE, (files, hard))
+
+
+def waking(worker):
+    """How ``worker`` learns of new deliveries, in words."""
+    if worker.listen and wakeup.can_listen(queue.database()):
+        return (f"woken by notifications on channel {wakeup.channel()!r}, looking for "
+                f"retries every {worker.interval:g} s")
+    return f"looking for due deliveries every {worker.interval:g} s"
 
 
 def serve_metrics(port, address):
