@@ -51,6 +51,10 @@ def main(argv=None):
     parser.add_argument("--finished", default=None,
                         help="finished rows to time claims beside, comma-separated (default "
                         "0, a tenth of --deliveries, --deliveries)")
+    parser.add_argument("--prune-snapshot", action="store_true",
+                        help="hold a snapshot open on another connection while prune runs, "
+                        "as a long report or pg_dump does (dead rows cannot be cleaned "
+                        "away meanwhile)")
     parser.add_argument("--only", default=",".join(PARTS),
                         help=f"parts to run, comma-separated: {', '.join(PARTS)}")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
@@ -89,7 +93,7 @@ def main(argv=None):
             elif part == "rss":
                 text = rss_part(ctx, args.deliveries, args.batch)
             else:
-                text = prune_part(args.deliveries)
+                text = prune_part(args.deliveries, snapshot=args.prune_snapshot)
             elapsed = time.monotonic() - part_started
             print(text, f"\n({elapsed:.0f} s)", flush=True)
             out += [text, "", f"({part}: {elapsed:.0f} s)", ""]
@@ -501,7 +505,7 @@ class Stamped(io.StringIO):
         return super().write(text)
 
 
-def prune_part(total, baseline_seconds=10.0):
+def prune_part(total, baseline_seconds=10.0, snapshot=False):
     from django.core.management import call_command
     from django.db import connection
 
@@ -523,20 +527,33 @@ def prune_part(total, baseline_seconds=10.0):
     quiet_locks = (watch.longest, watch.seen)
     load = Load().start()
     time.sleep(1)
+    reader = None
+    if snapshot:
+        import psycopg
+
+        settings = connection.settings_dict
+        reader = psycopg.connect(dbname=settings["NAME"], user=settings["USER"],
+                                 host=settings["HOST"], port=settings["PORT"] or None)
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT count(*) FROM djwebhooks_webhooktarget")
     stdout = Stamped()
     started = time.perf_counter()
     call_command("webhooks_prune", older_than="30d", batch_size=1000, verbosity=2,
                  stdout=stdout)
     finished = time.perf_counter()
+    if reader is not None:
+        reader.close()
     busy_times = load.stop()
     watch.stop()
     left = Delivery.objects.finished().filter(modified__lt=time_ago(30)).count()
     stamps = [started] + [when for when, text in stdout.stamps if "so far" in text]
     batches = [(b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
     head, tail = batches[:20], batches[-20:]
+    held = ", another connection holding a snapshot meanwhile," if snapshot else ""
     lines = [f"webhooks_prune --older-than 30d --batch-size 1000 over {total:,} old finished "
-             f"deliveries (one attempt each) and 5,000 pending: "
-             f"{stdout.getvalue().strip().splitlines()[-1]} in {finished - started:.1f} s; {left} old finished left.", "",
+             f"deliveries (one attempt each) and 5,000 pending{held}: "
+             f"{stdout.getvalue().strip().splitlines()[-1]} in {finished - started:.1f} s; "
+             f"{left} old finished left.", "",
              f"Batches: {len(batches)}; first 20 median {statistics.median(head):.1f} ms, "
              f"last 20 median {statistics.median(tail):.1f} ms, longest {max(batches):.1f} ms "
              f"(batch {batches.index(max(batches)) + 1}).", "",
