@@ -164,9 +164,22 @@ def run_worker(config):
     started = time.monotonic()
     processed = worker.run()
     finished = time.monotonic()
-    return {"started": started, "finished": finished, "processed": processed,
-            "rss_kb": monitor.finish(), "counts": counters.counts if counters else {},
-            "most_threads": threads.finish()}
+    result = {"started": started, "finished": finished, "processed": processed,
+              "rss_kb": monitor.finish(), "counts": counters.counts if counters else {},
+              "most_threads": threads.finish()}
+    if config.get("gc"):
+        result["gc"] = gc_state()
+    return result
+
+
+def gc_state():
+    """What the garbage collector holds: objects tracked, uncollectable garbage, and the
+    collections run per generation."""
+    import gc
+
+    gc.collect()
+    return {"objects": len(gc.get_objects()), "garbage": len(gc.garbage),
+            "collections": [stats["collections"] for stats in gc.get_stats()]}
 
 
 class ThreadCounter:

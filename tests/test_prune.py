@@ -5,6 +5,8 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from djwebhooks.models import Delivery, DeliveryAttempt
@@ -125,3 +127,61 @@ def test_force_accepts_an_age_under_an_hour(history):
     assert "Deleted 6 finished deliveries." in out.getvalue()
     assert set(Delivery.objects.values_list("status", flat=True)) == {"pending"}
     call_command("webhooks_prune", "--older-than", "1h", stdout=out)  # an hour needs no --force
+
+
+@pytest.fixture
+def mixed(make_target):
+    """Eleven deliveries in id order, old finished ones between pending and recent ones;
+    return the message ids of the old finished ones."""
+    target = make_target()
+    old = timezone.now() - timedelta(days=40)
+    kinds = ["old-succeeded", "pending", "old-failed", "old-cancelled", "new-succeeded",
+             "old-succeeded", "old-pending", "old-failed", "new-failed", "old-succeeded",
+             "old-cancelled"]
+    expected = set()
+    for number, kind in enumerate(kinds):
+        age, _, status = kind.rpartition("-")
+        delivery = Delivery.objects.create(webhook_target=target, event="project.update",
+                                           hash_value=f"{number}-{kind}", status=status)
+        delivery.attempts.create(attempt=1)
+        if age == "old":
+            Delivery.objects.filter(pk=delivery.pk).update(modified=old)
+            if status != "pending":
+                expected.add(delivery.hash_value)
+    return expected
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 7, 1000])
+def test_batches_after_the_first_delete_exactly_the_old_finished_ones(mixed, batch_size):
+    batches = []
+    assert prune(timedelta(days=30), batch_size=batch_size, on_batch=batches.append) == 7
+    left = set(Delivery.objects.values_list("hash_value", flat=True))
+    assert not left & mixed
+    assert left == {"1-pending", "4-new-succeeded", "6-old-pending", "8-new-failed"}
+    assert DeliveryAttempt.objects.count() == 4
+    assert batches == [min(n, 7) for n in range(batch_size, 7 + batch_size, batch_size)]
+
+
+def batch_queries(queries):
+    """The SQL of prune's batch reads (the statements that filter on the age)."""
+    return [q["sql"] for q in queries if q["sql"].startswith("SELECT") and "modified" in q["sql"]]
+
+
+def test_each_batch_reads_on_from_where_the_one_before_ended(mixed):
+    ids = list(Delivery.objects.order_by("pk").values_list("pk", flat=True))
+    with CaptureQueriesContext(connection) as captured:
+        prune(timedelta(days=30), batch_size=3)
+    reads = batch_queries(captured.captured_queries)
+    # 7 rows: batches of 3, 3 and 1, and no read after the short one.
+    assert len(reads) == 3
+    pk = connection.ops.quote_name("id")
+    # The first batch ends at the fourth delivery (0, 2, 3), the second at the tenth (5, 7, 9).
+    assert f"{pk} > {ids[3]}" in reads[1]
+    assert f"{pk} > {ids[9]}" in reads[2]
+    assert f"{pk} >" not in reads[0]
+
+
+def test_a_full_last_batch_needs_one_more_read(mixed):
+    with CaptureQueriesContext(connection) as captured:
+        assert prune(timedelta(days=30), batch_size=7) == 7
+    assert len(batch_queries(captured.captured_queries)) == 2
