@@ -535,7 +535,7 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     """
     policy = policy or ssrf.URLPolicy()
     try:
-        ssrf.check_url(url, policy)
+        _checked_url(url, policy) if type(url) is str else ssrf.check_url(url, policy)
     except ssrf.TargetURLRefused as exc:
         raise DeliveryRefused(str(exc)) from None
     session = session or get_session()
@@ -583,6 +583,13 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     finally:
         _watchdog.finish(deadline)
         _local.request = None
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_url(url, policy):
+    """``ssrf.check_url``, remembered for the URLs it allows: it depends on the URL and the
+    policy alone (not on the policy's resolver: addresses are checked at connect time)."""
+    return ssrf.check_url(url, policy)
 
 
 def _map_error(exc, url="", timeout=None, reading=False):
