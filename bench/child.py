@@ -10,7 +10,10 @@ measured), does its work and prints ``result {json}``. Modes:
   plain ``requests.Session``, POST the requests listed in ``requests_file`` (JSON lines of
   ``[url, headers, body]``, from ``start`` to ``stop``). No database, no signing. With
   ``"calls": "prepared"``, each request is a ``PreparedRequest`` given to
-  ``Session.send``, the calls dj-webhooks' own sessions make, instead of ``Session.post``.
+  ``Session.send``, as dj-webhooks made them before it sent through urllib3 directly,
+  instead of ``Session.post``; with ``"calls": "urllib3"``, the calls it makes now: each
+  thread has a ``urllib3.PoolManager``, and each request is ``urlopen`` on the pool for
+  its host, its body streamed and the first ``body_limit`` bytes read, as the worker does.
 - ``bare_aio``: the same with aiohttp, ``concurrency`` requests in flight on one event
   loop: the async mode's ceiling.
 - ``inline``: ``calls`` calls of ``send_event`` to one target each (identifiers ``t0`` to
@@ -242,36 +245,20 @@ def run_bare_aio(config):
 
 
 def run_bare(config):
-    import requests
-
     with open(config["requests_file"]) as lines:
         todo = [json.loads(line) for line in lines]
     todo = todo[config.get("start", 0):config.get("stop", len(todo))]
+    loop = bare_urllib3 if config.get("calls") == "urllib3" else bare_requests
     iterator, lock = iter(todo), threading.Lock()
     statuses = []
     timeout = tuple(config.get("timeout", (5.0, 15.0)))
-    prepared = config.get("calls") == "prepared"
 
-    def loop():
-        session = requests.Session()
-        session.trust_env = False  # as dj-webhooks' session: no proxy or netrc look-ups
-        while True:
-            with lock:
-                item = next(iterator, None)
-            if item is None:
-                break
-            url, headers, body = item
-            if prepared:
-                request = requests.PreparedRequest()
-                request.prepare(method="POST", url=url, headers=headers, data=body.encode())
-                response = session.send(request, timeout=timeout, allow_redirects=False)
-            else:
-                response = session.post(url, data=body.encode(), headers=headers,
-                                        timeout=timeout, allow_redirects=False)
-            statuses.append(response.status_code)
-        session.close()
+    def next_item():
+        with lock:
+            return next(iterator, None)
 
-    threads = [threading.Thread(target=loop) for _ in range(config["concurrency"])]
+    threads = [threading.Thread(target=loop, args=(config, next_item, timeout, statuses))
+               for _ in range(config["concurrency"])]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -280,6 +267,55 @@ def run_bare(config):
     finished = time.monotonic()
     return {"started": started, "finished": finished, "processed": len(statuses),
             "ok": sum(1 for status in statuses if status == 200), "rss_kb": {}}
+
+
+def bare_requests(config, next_item, timeout, statuses):
+    import requests
+
+    prepared = config.get("calls") == "prepared"
+    session = requests.Session()
+    session.trust_env = False  # no proxy or netrc look-ups, as dj-webhooks
+    while (item := next_item()) is not None:
+        url, headers, body = item
+        if prepared:
+            request = requests.PreparedRequest()
+            request.prepare(method="POST", url=url, headers=headers, data=body.encode())
+            response = session.send(request, timeout=timeout, allow_redirects=False)
+        else:
+            response = session.post(url, data=body.encode(), headers=headers,
+                                    timeout=timeout, allow_redirects=False)
+        statuses.append(response.status_code)
+    session.close()
+
+
+def bare_urllib3(config, next_item, timeout, statuses):
+    """The calls ``djwebhooks.transport`` makes, with urllib3's own connections (not the
+    guarded ones), no deadline and no URL or header checks."""
+    from urllib.parse import urlsplit
+
+    import urllib3
+    from urllib3.util import Retry, Timeout
+
+    pools = urllib3.PoolManager(num_pools=16, maxsize=16)
+    retries = Retry(0, read=False)
+    body_limit = config.get("body_limit", 4096)
+    while (item := next_item()) is not None:
+        url, headers, body = item
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        body = body.encode()
+        headers = {**headers, "Content-Length": str(len(body))}
+        pool = pools.connection_from_host(parts.hostname, parts.port, parts.scheme)
+        response = pool.urlopen(
+            "POST", path, body=body, headers=headers, redirect=False, assert_same_host=False,
+            preload_content=False, decode_content=False, retries=retries,
+            timeout=Timeout(connect=timeout[0], read=timeout[1]), chunked=False,
+        )
+        response.read(body_limit, decode_content=True)
+        response.close()
+        response.release_conn()
+        statuses.append(response.status)
+    pools.clear()
 
 
 def run_inline(config):

@@ -51,11 +51,14 @@ def record(tallies, *, using, now):
     window = conf.get_seconds("DISABLE_AFTER")
     for target_id in sorted(tallies):
         tally = tallies[target_id]
-        targets = WebhookTarget.objects.using(using).filter(pk=target_id)
         # A success in the batch shows the target works; failures still count after it.
         # (A healthy target needs no reset; a failure recorded meanwhile by another worker
         # is reset by the next success seen fresh.)
-        if tally.successes and tally.known_failing:
+        reset = tally.successes and tally.known_failing
+        if not reset and not tally.failures:
+            continue  # nothing to write: not even a query to build
+        targets = WebhookTarget.objects.using(using).filter(pk=target_id)
+        if reset:
             targets.filter(consecutive_failures__gt=0).update(consecutive_failures=0,
                                                               failing_since=None,
                                                               modified=now)

@@ -328,11 +328,17 @@ def _log_attempts(stored, retry, retries_here):
     took, and what comes next: when the next attempt is due and who makes it, or that it
     failed for good. (An outcome that came back after its claim was lost is logged by
     ``queue``.)"""
+    # Making a line's arguments costs more than asking whether it is wanted.
+    if not logger.isEnabledFor(logging.WARNING):
+        return
+    successes = logger.isEnabledFor(logging.INFO)
     for item in stored.recorded:
         if not item.moved:
             continue
         delivery, attempt = item.delivery, item.attempt
         if attempt.success:
+            if not successes:
+                continue
             logger.info("Delivery %s (%s, %s) to %s attempt %s: %s, in %s ms; succeeded.",
                         delivery.pk, delivery.event, delivery.hash_value, _target(delivery),
                         attempt.attempt, attempt.notification or attempt.response_status,

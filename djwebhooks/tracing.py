@@ -8,6 +8,7 @@ never its URL, whose path or query may hold a secret. Nothing on the sending pat
 this module.
 """
 
+import functools
 import logging
 import threading
 from urllib.parse import urlsplit
@@ -47,6 +48,7 @@ def uninstrument():
     signals.attempt_finished.disconnect(dispatch_uid=_UID)
 
 
+@functools.lru_cache(maxsize=1024)  # a span per attempt, to few URLs
 def target_address(url):
     """``(host, port)`` of ``url``, without what may hold secrets (user, path, query);
     the port is None when the URL gives none."""

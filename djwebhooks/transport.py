@@ -1,18 +1,20 @@
-"""The HTTP client: one pooled ``requests.Session`` per thread, and its error mapping.
+"""The HTTP client: one pool manager of urllib3 connections per thread, and its error mapping.
 
 Pure code: no Django, no models. Everything above this module sees our own
 ``DeliveryTimeout`` / ``DeliveryConnectionError`` / ``DeliveryRefused`` / ``DeliveryError``,
-never requests'. Every connection is opened to an address ``ssrf`` has checked, and every
-request has a total deadline on top of the socket timeouts, from the DNS lookup to the last
-byte read.
+never requests' or urllib3's. Every connection is opened to an address ``ssrf`` has
+checked, and every request has a total deadline on top of the socket timeouts, from the
+DNS lookup to the last byte read. Requests are made as ``requests`` would make them (its
+URL preparation, its header checks, its exceptions), but straight through urllib3.
 """
 
 import concurrent.futures
 import contextlib
+import functools
 import heapq
 import http.client
-import http.cookiejar
 import itertools
+import math
 import os
 import queue
 import re
@@ -21,13 +23,17 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, check_header_validity
+from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import LocationValueError
+from urllib3.util import Retry, Timeout
 from urllib3.util import connection as urllib3_connection
 
 from djwebhooks import ssrf
@@ -122,6 +128,8 @@ class _Watchdog:
         self._heap = []
         self._order = itertools.count()
         self._thread = None
+        #: When the watchdog wakes next by itself (infinity: only when notified).
+        self._wakes_at = math.inf
 
     def start(self, seconds):
         deadline = _Deadline(seconds)
@@ -129,16 +137,18 @@ class _Watchdog:
             heap = self._heap
             while heap and heap[0][2].finished:
                 heapq.heappop(heap)  # requests that ended; keeps the heap to those running
-            # Wake the watchdog only when it must wait less than it does: most requests
-            # end long before their deadline, and waking it for each would cost a thread
-            # switch per request.
-            earliest = not heap or deadline.at < heap[0][0]
             heapq.heappush(heap, (deadline.at, next(self._order), deadline))
             if self._thread is None or not self._thread.is_alive():
+                self._wakes_at = math.inf
                 self._thread = threading.Thread(target=self._run, name="djwebhooks-watchdog",
                                                 daemon=True)
                 self._thread.start()
-            elif earliest:
+            elif deadline.at < self._wakes_at:
+                # Wake the watchdog only when it would wake too late for this deadline:
+                # most requests end long before their deadline, and waking it for each
+                # would cost a thread switch per request. It looks at the heap when it
+                # wakes, whatever woke it.
+                self._wakes_at = deadline.at
                 self._changed.notify()
         return deadline
 
@@ -152,10 +162,12 @@ class _Watchdog:
                 while self._heap and self._heap[0][2].finished:
                     heapq.heappop(self._heap)
                 if not self._heap:
+                    self._wakes_at = math.inf
                     self._changed.wait()
                     continue
                 wait = self._heap[0][0] - time.monotonic()
                 if wait > 0:
+                    self._wakes_at = self._heap[0][0]
                     self._changed.wait(wait)
                     continue
                 deadline = heapq.heappop(self._heap)[2]
@@ -339,41 +351,141 @@ class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
     ConnectionCls = GuardedHTTPSConnection
 
 
-class GuardedAdapter(HTTPAdapter):
-    """requests' adapter, with pools of guarded connections and no retries."""
+#: Not one retry, and no read retries: an attempt is one request (requests' ``max_retries=0``).
+_NO_RETRIES = Retry(0, read=False)
 
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
+
+class _Target(NamedTuple):
+    """Where a URL's requests go, as requests would prepare them."""
+
+    scheme: str
+    host: str
+    port: int | None
+    path: str  # with the query
+
+
+@functools.lru_cache(maxsize=1024)
+def _target(url):
+    """The ``_Target`` of ``url``: requests' own URL preparation (its IDNA encoding,
+    quoting and errors), made once per URL. Raises requests' ``InvalidURL``,
+    ``MissingSchema`` or ``InvalidSchema`` for a URL that cannot be requested. (A URL
+    with a user name or password, which requests would send as Basic authentication, is
+    refused before: ``ssrf.check_url``.)"""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    if not prepared.url.lower().startswith(("http://", "https://")):
+        raise requests.exceptions.InvalidSchema(
+            f"No connection adapters were found for {prepared.url!r}")
+    parts = urlsplit(prepared.url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise requests.exceptions.InvalidURL(exc) from exc
+    return _Target(parts.scheme.lower(), parts.hostname, port, prepared.path_url)
+
+
+def _timeout(timeout):
+    """urllib3's ``Timeout`` for ``(connect, read)`` seconds, or one number for both."""
+    if isinstance(timeout, Timeout):
+        return timeout
+    if isinstance(timeout, tuple):
+        try:
+            connect, read = timeout
+        except ValueError:
+            raise ValueError(f"Invalid timeout {timeout}. Pass a (connect, read) timeout "
+                             "tuple, or a single float to set both timeouts to the same "
+                             "value.") from None
+        return Timeout(connect=connect, read=read)
+    return Timeout(connect=timeout, read=timeout)
+
+
+def _request(url, body, headers):
+    """``(target, body, headers)`` of a POST, as requests would send it: the headers
+    checked, then ``Content-Length``."""
+    target = _target(url)
+    if type(body) is bytes and body and all(type(name) is str for name in headers):
+        names = {name.lower() for name in headers}
+        if len(names) == len(headers) and "content-length" not in names:
+            for header in headers.items():
+                check_header_validity(header)
+            return target, body, {**headers, "Content-Length": str(len(body))}
+    # Anything less plain (an empty or str body, headers that clash) is prepared by
+    # requests itself, which has the rules for it.
+    prepared = requests.PreparedRequest()
+    prepared.prepare(method="POST", url=url, headers=headers, data=body)
+    return target, prepared.body, prepared.headers
+
+
+class WebhookSession:
+    """The client webhooks are sent with: urllib3 pools of guarded connections, one
+    request per attempt (no retries, no redirects), nothing taken from the environment
+    (proxies, ``~/.netrc``), no cookies.
+
+    Requests are made as ``requests.Session.send`` makes a prepared request, without its
+    adapter, hooks, cookie jar and ``Response``, which cost as much CPU time as urllib3
+    itself: the same bytes on the wire, and the same errors, as requests' exceptions.
+    """
+
+    def __init__(self):
+        # What requests' adapter has: 16 pools of 16 connections; TLS verified against
+        # requests' CA bundle (certifi's).
+        self.pools = PoolManager(num_pools=16, maxsize=16, block=False,
+                                 cert_reqs="CERT_REQUIRED", ca_certs=DEFAULT_CA_BUNDLE_PATH)
+        self.pools.pool_classes_by_scheme = {
             "http": _GuardedHTTPConnectionPool,
             "https": _GuardedHTTPSConnectionPool,
         }
 
-
-class WebhookSession(requests.Session):
-    """The ``requests.Session`` webhooks are sent with: pools of guarded connections, no
-    retries, nothing taken from the environment, no cookies kept."""
-
-    def __init__(self):
-        super().__init__()
-        # Environment proxies and ~/.netrc credentials are not for arbitrary receivers.
-        self.trust_env = False
-        # Nor is one receiver's cookie for its next request: webhooks are stateless.
-        self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        adapter = GuardedAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
-        self.mount("http://", adapter)
-        self.mount("https://", adapter)
-
     def post_webhook(self, url, body, headers, *, timeout):
-        """POST ``body`` with exactly ``headers``, and return the streamed response.
+        """POST ``body`` with exactly ``headers``, and return urllib3's streamed response
+        (its body not read). Raises requests' exceptions, as ``Session.send`` would."""
+        target, body, headers = _request(url, body, headers)
+        try:
+            pool = self.pools.connection_from_host(target.host, target.port, target.scheme)
+        except LocationValueError as exc:
+            raise requests.exceptions.InvalidURL(exc) from exc
+        chunked = not (body is None or "Content-Length" in headers)
+        try:
+            return pool.urlopen(
+                "POST", target.path, body=body, headers=headers, redirect=False,
+                assert_same_host=False, preload_content=False, decode_content=False,
+                retries=_NO_RETRIES, timeout=_timeout(timeout), chunked=chunked,
+            )
+        except (urllib3.exceptions.ProtocolError, OSError) as exc:
+            raise requests.ConnectionError(exc) from exc
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise _retry_error(exc) from exc
+        except urllib3.exceptions.ClosedPoolError as exc:
+            raise requests.ConnectionError(exc) from exc
+        except urllib3.exceptions.SSLError as exc:
+            raise requests.exceptions.SSLError(exc) from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.ReadTimeout(exc) from exc
+        except urllib3.exceptions.InvalidHeader as exc:
+            raise requests.exceptions.InvalidHeader(exc) from exc
 
-        ``Session.post`` first merges session-wide headers, cookies, authentication and
-        environment settings into each request; a webhook has none of them, and skipping
-        that halves the client's CPU time per request.
-        """
-        request = requests.PreparedRequest()
-        request.prepare(method="POST", url=url, headers=headers, data=body)
-        return self.send(request, timeout=timeout, allow_redirects=False, stream=True)
+    def close(self):
+        """Close every pooled connection."""
+        self.pools.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _retry_error(exc):
+    """requests' exception for urllib3's ``MaxRetryError``: what it failed with."""
+    reason = exc.reason
+    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError) and not isinstance(
+            reason, urllib3.exceptions.NewConnectionError):
+        return requests.ConnectTimeout(exc)
+    if isinstance(reason, urllib3.exceptions.ResponseError):
+        return requests.exceptions.RetryError(exc)
+    if isinstance(reason, urllib3.exceptions.SSLError):
+        return requests.exceptions.SSLError(exc)
+    return requests.ConnectionError(exc)
 
 
 def new_session():
@@ -428,7 +540,7 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     """
     policy = policy or ssrf.URLPolicy()
     try:
-        ssrf.check_url(url, policy)
+        _checked_url(url, policy) if type(url) is str else ssrf.check_url(url, policy)
     except ssrf.TargetURLRefused as exc:
         raise DeliveryRefused(str(exc)) from None
     session = session or get_session()
@@ -437,22 +549,31 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     reading = False
     try:
         if isinstance(session, WebhookSession):
-            response = session.post_webhook(url, body, headers, timeout=timeout)
+            raw = session.post_webhook(url, body, headers, timeout=timeout)
+            status, reason, fields, close = raw.status, raw.reason, raw.headers, raw
         else:  # another session, or a test double: the public API
             response = session.post(url, data=body, headers=headers, timeout=timeout,
                                     allow_redirects=False, stream=True)
-        with response:
+            raw, status, reason = response.raw, response.status_code, response.reason
+            fields, close = response.headers, response
+        try:
             reading = True
-            content = response.raw.read(body_limit, decode_content=True) if body_limit else b""
+            content = raw.read(body_limit, decode_content=True) if body_limit else b""
             if deadline.expired:
                 raise TimeoutError
             return Response(
-                status=response.status_code,
-                reason=response.reason or "",
-                content_type=response.headers.get("Content-Type", ""),
+                status=status,
+                reason=reason or "",
+                content_type=fields.get("Content-Type", ""),
                 body=content or b"",
-                retry_after=response.headers.get("Retry-After", ""),
+                retry_after=fields.get("Retry-After", ""),
             )
+        finally:
+            # As requests' ``Response.close()``: a body read to its end has given its
+            # connection back to the pool already; one cut short is closed, unread.
+            close.close()
+            if close is raw:
+                raw.release_conn()
     except DeliveryError:
         raise
     except Exception as exc:
@@ -467,6 +588,13 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     finally:
         _watchdog.finish(deadline)
         _local.request = None
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_url(url, policy):
+    """``ssrf.check_url``, remembered for the URLs it allows: it depends on the URL and the
+    policy alone (not on the policy's resolver: addresses are checked at connect time)."""
+    return ssrf.check_url(url, policy)
 
 
 def _map_error(exc, url="", timeout=None, reading=False):
