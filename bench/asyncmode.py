@@ -2,14 +2,14 @@
 
 9. ``async-throughput``: deliveries per second to a fast receiver from one worker process,
    at several concurrencies, in each mode; each against its own client's bare loop with as
-   many requests in flight (aiohttp on one event loop for the async mode; ``requests``
-   threads, making the calls dj-webhooks makes, for the threads). The figures also make the
+   many requests in flight (aiohttp on one event loop for the async mode; urllib3 threads,
+   making the calls dj-webhooks makes, for the threads). The figures also make the
    Performance page's chart of throughput against concurrency.
 10. ``async-slow``: 2,000 deliveries to receivers that take 2 s each at a concurrency of
    1,000, which only the async mode can run in one process: the time against the ideal
    (4 s), the worker's peak RSS and the most threads it ran.
 11. ``async-dead``: scenario 4 in the async mode (a target that never answers among healthy
-   ones), with the concurrency of scenario 10's kind of worker.
+   ones), with an async worker of concurrency 64.
 
 Without aiohttp (``pip install 'dj-webhooks[async]'``) each prints ``skipped: <reason>``.
 """
@@ -68,14 +68,13 @@ def scenario_async_throughput(ctx):
     load()
     deliveries = Delivery.objects.select_related("webhook_target__owner").order_by("pk")
     requests_file = write_requests(ctx, deliveries, "async-throughput")
-    rows, curve = [], {"async": {}, "threads": {}, "bare aiohttp": {},
-                       "bare requests (Session.send)": {}}
+    rows, curve = [], {"async": {}, "threads": {}, "bare aiohttp": {}, "bare urllib3": {}}
     for mode, concurrencies in (("async", sizes.async_concurrencies),
                                 ("threads", sizes.thread_concurrencies)):
         for concurrency in concurrencies:
-            bare_kind = "bare aiohttp" if mode == "async" else "bare requests (Session.send)"
+            bare_kind = "bare aiohttp" if mode == "async" else "bare urllib3"
             config = ({"mode": "bare_aio"} if mode == "async" else
-                      {"mode": "bare", "calls": "prepared"})
+                      {"mode": "bare", "calls": "urllib3"})
             (bare,) = run_children(ctx, [
                 (f"bare-{mode}-{concurrency}", {**config, "requests_file": str(requests_file),
                                                 "concurrency": concurrency}, None),
