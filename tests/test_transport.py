@@ -3,12 +3,13 @@ and what it does with its connections. Against raw listeners on 127.0.0.1."""
 
 import ipaddress
 import threading
+import time
 
 import pytest
 import requests
 
 from djwebhooks import transport
-from djwebhooks.exceptions import DeliveryError
+from djwebhooks.exceptions import DeliveryError, DeliveryTimeout
 from djwebhooks.ssrf import URLPolicy
 from tests.receiver import RawReceiver, read_request
 
@@ -102,3 +103,23 @@ def test_an_invalid_header_value_fails_before_anything_is_sent():
     assert raised.value.details.startswith("InvalidHeader: ")
     assert recorder.requests == []
 
+
+
+def test_a_short_deadline_after_a_long_one_is_kept():
+    """The watchdog, asleep until a long deadline, is woken for a shorter one."""
+    def silent(connection):
+        read_request(connection)
+        time.sleep(3)  # never answers within the deadline
+
+    recorder = Recorder()
+    with RawReceiver(recorder) as fast, RawReceiver(silent) as slow:
+        # Ended long before its deadline: the watchdog sleeps until then.
+        transport.post(f"http://127.0.0.1:{fast.port}/hook/", b"{}", HEADERS, timeout=(5, 5),
+                       body_limit=100, policy=LOOPBACK, total_timeout=60)
+        started = time.monotonic()
+        with pytest.raises(DeliveryTimeout) as raised:
+            transport.post(f"http://127.0.0.1:{slow.port}/hook/", b"{}", HEADERS,
+                           timeout=(5, 5), body_limit=100, policy=LOOPBACK,
+                           total_timeout=0.5)
+        assert time.monotonic() - started < 2
+    assert str(raised.value) == "The request took longer than its total deadline (0.5 s)."
