@@ -549,7 +549,7 @@ def prune_part(total, baseline_seconds=10.0, snapshot=False):
     stamps = [started] + [when for when, text in stdout.stamps if "so far" in text]
     batches = [(b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
     head, tail = batches[:20], batches[-20:]
-    held = ", another connection holding a snapshot meanwhile," if snapshot else ""
+    held = " (another connection holding a snapshot meanwhile)" if snapshot else ""
     lines = [f"webhooks_prune --older-than 30d --batch-size 1000 over {total:,} old finished "
              f"deliveries (one attempt each) and 5,000 pending{held}: "
              f"{stdout.getvalue().strip().splitlines()[-1]} in {finished - started:.1f} s; "
