@@ -179,8 +179,7 @@ class _Timeout:
 
 
 def _finished(response):
-    content = response.content
-    return content.at_eof() and not content._buffer
+    return response.content.is_eof()  # the whole body read: the connection can be kept
 
 
 async def _read_body(response, limit):
@@ -295,10 +294,6 @@ class EventLoop:
     def submit(self, coroutine):
         """Run ``coroutine`` on the loop; return a ``concurrent.futures.Future``."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-
-    def call(self, function, *args):
-        """Call ``function(*args)`` on the loop's thread, soon."""
-        self.loop.call_soon_threadsafe(function, *args)
 
     def close(self, timeout=5.0):
         """Close the client's connections and stop the loop."""
