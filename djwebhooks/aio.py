@@ -95,10 +95,7 @@ class Client:
         """POST ``body`` to ``url`` and return a ``transport.Response``; the arguments and
         the errors raised are ``transport.post``'s."""
         policy = policy or ssrf.URLPolicy()
-        try:
-            ssrf.check_url(url, policy)
-        except ssrf.TargetURLRefused as exc:
-            raise DeliveryRefused(str(exc)) from None
+        transport.check_url(url, policy)
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         state = {"reading": False, "looking_up": None}
         _request.set((policy, state))  # this task's own context: the resolver reads it
@@ -290,6 +287,10 @@ class EventLoop:
 
     async def _start(self):
         self.client = Client()
+
+    def call_soon(self, callback, *args):
+        """Call ``callback(*args)`` on the loop's thread, soon."""
+        self.loop.call_soon_threadsafe(callback, *args)
 
     def submit(self, coroutine):
         """Run ``coroutine`` on the loop; return a ``concurrent.futures.Future``."""

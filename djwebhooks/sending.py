@@ -12,6 +12,7 @@ from receivers is made storable, and an outcome that cannot be stored with its b
 stored on its own.
 """
 
+import asyncio
 import contextvars
 import logging
 import math
@@ -142,27 +143,34 @@ def send_all(items, *, total_timeout=None, mode="threads"):
         from djwebhooks import aio
 
         loop = aio.event_loop()
-        futures = [loop.submit(send_async(item, loop.client, total_timeout=total_timeout))
-                   for item in items]
+        results = [None] * len(items)
+        # One hand-over to the loop for them all, not a future per request.
+        future = loop.submit(_send_each(items, loop.client, total_timeout, results))
         # Each request ends by its deadline; a loop that stopped answering (it never has)
         # must not hold this thread for ever either.
         wait = (total_timeout or conf.get_seconds("TOTAL_TIMEOUT")) + LOOP_GRACE_SECONDS
-        return [_result(future, wait) for future in futures]
+        try:
+            future.result(wait)
+        except Exception as exc:
+            future.cancel()
+            results = list(results)  # what ended by now; a later end changes nothing
+            logger.error("%s requests on the event loop did not end in %s s; recorded as "
+                         "failed.", results.count(None), round(wait))
+            failed = failed_before_sending(exc, notification="Sender error")
+            return [failed if result is None else result for result in results]
+        return results
     if len(items) <= 1:
         return [send(item, total_timeout=total_timeout) for item in items]
     return list(_pool(len(items)).map(partial(send, total_timeout=total_timeout), items))
 
 
-def _result(future, wait):
-    """The ``AttemptResult`` of a request on the event loop, or a failed one when it has
-    not ended within ``wait`` seconds (it is then cancelled)."""
-    try:
-        return future.result(wait)
-    except Exception as exc:
-        future.cancel()
-        logger.error("A request on the event loop did not end in %s s; recorded as failed.",
-                     round(wait))
-        return failed_before_sending(exc, notification="Sender error")
+async def _send_each(items, client, total_timeout, results):
+    """Send ``items`` at once on the running loop, putting each one's ``AttemptResult``
+    in its place in ``results`` as it ends."""
+    async def one(index, item):
+        results[index] = await send_async(item, client, total_timeout=total_timeout)
+
+    await asyncio.gather(*(one(index, item) for index, item in enumerate(items)))
 
 
 def _pool(size):

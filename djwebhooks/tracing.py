@@ -23,20 +23,25 @@ SPAN_NAME = "webhook send"
 _UID = "djwebhooks.tracing"
 
 _tracer = None
+#: Whether ``instrument()`` was given its tracer provider (else the global one is used).
+_own_provider = False
+_trace = _context = None  # opentelemetry's modules, once instrumented
 _local = threading.local()  # delivery id -> (span, context token), on each sending thread
 
 
 def instrument(tracer_provider=None):
     """Make a span around each attempt from now on, with ``tracer_provider`` (the global
     one when None); return False, doing nothing, when opentelemetry-api is not installed."""
-    global _tracer
+    global _tracer, _own_provider, _trace, _context
     try:
-        from opentelemetry import trace
+        from opentelemetry import context, trace
     except ImportError:
         logger.info("No spans for webhook attempts: opentelemetry-api is not installed "
                     "(pip install 'dj-webhooks[opentelemetry]').")
         return False
+    _trace, _context = trace, context
     _tracer = trace.get_tracer("djwebhooks", __version__, tracer_provider=tracer_provider)
+    _own_provider = tracer_provider is not None
     signals.attempt_started.connect(_started, weak=False, dispatch_uid=_UID)
     signals.attempt_finished.connect(_finished, weak=False, dispatch_uid=_UID)
     return True
@@ -59,9 +64,18 @@ def target_address(url):
         return "", None
 
 
-def _started(sender, delivery, **kwargs):
-    from opentelemetry import context, trace
+def _recording():
+    """Whether spans are made: with the provider given to ``instrument()``, or once a
+    global one is set. Until then the global provider is opentelemetry's stand-in, whose
+    spans record nothing, and making them would only cost each attempt time."""
+    return _own_provider or not isinstance(_trace.get_tracer_provider(),
+                                           _trace.ProxyTracerProvider)
 
+
+def _started(sender, delivery, **kwargs):
+    if not _recording():
+        return
+    trace, context = _trace, _context
     host, port = target_address(delivery.webhook_target.target_url)
     attributes = {
         "djwebhooks.delivery.id": delivery.pk,
@@ -78,12 +92,13 @@ def _started(sender, delivery, **kwargs):
 
 
 def _finished(sender, delivery, result, **kwargs):
-    from opentelemetry import context
-    from opentelemetry.trace import Status, StatusCode
-
-    entry = _local.__dict__.get("spans", {}).pop(delivery.pk, None)
+    spans = _local.__dict__.get("spans")
+    entry = spans.pop(delivery.pk, None) if spans else None
     if entry is None:
-        return  # failed while being prepared: there was no request, so there is no span
+        # No span was made: the attempt failed while being prepared (there was no
+        # request), or nothing records spans.
+        return
+    context, Status, StatusCode = _context, _trace.Status, _trace.StatusCode
     span, token = entry
     try:
         span.set_attribute("djwebhooks.outcome", "success" if result.success else "failure")

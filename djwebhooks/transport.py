@@ -539,10 +539,7 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     ``DeliveryRefused``, ``DeliveryInvalidURL`` or ``DeliveryError``.
     """
     policy = policy or ssrf.URLPolicy()
-    try:
-        _checked_url(url, policy) if type(url) is str else ssrf.check_url(url, policy)
-    except ssrf.TargetURLRefused as exc:
-        raise DeliveryRefused(str(exc)) from None
+    check_url(url, policy)
     session = session or get_session()
     deadline = _watchdog.start(total_timeout)
     _local.request = (policy, deadline)
@@ -588,6 +585,19 @@ def post(url, body, headers, *, timeout, body_limit, session=None, policy=None,
     finally:
         _watchdog.finish(deadline)
         _local.request = None
+
+
+def check_url(url, policy):
+    """Refuse, with ``DeliveryRefused``, a URL that ``policy`` does not allow
+    (``ssrf.check_url``); the URLs allowed are remembered, as a worker sends to the same
+    few again and again."""
+    try:
+        if type(url) is str:
+            _checked_url(url, policy)
+        else:
+            ssrf.check_url(url, policy)
+    except ssrf.TargetURLRefused as exc:
+        raise DeliveryRefused(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -326,7 +326,7 @@ class Worker:
             for delivery, _ in failed:
                 self._targets_in_flight[delivery.webhook_target_id] += 1
         if self._event_loop is not None:
-            self._dispatch()
+            self._event_loop.call_soon(self._dispatch)
 
     def _wait_for_async(self):
         """Wait until the requests in flight on the event loop have ended: each ends by its
@@ -542,8 +542,11 @@ class Worker:
                 self._changed.notify_all()
 
     def _dispatch(self):
-        """In the async mode: start requests on the event loop for queued deliveries, up to
-        ``concurrency`` in flight (called after queueing, and as each request ends)."""
+        """In the async mode, on the event loop's thread: start a task for each queued
+        delivery, up to ``concurrency`` in flight (called once a part of a claim is
+        queued, and as each request ends). Everything after the hand-over happens on that
+        thread, so no future crosses between threads per delivery."""
+        loop, client = self._event_loop.loop, self._event_loop.client
         while True:
             with self._changed:
                 if self._async_sending >= self.concurrency:
@@ -552,31 +555,28 @@ class Worker:
                     item = self._queue.get_nowait()
                 except queues.Empty:
                     return
-                if item is None:
-                    return
                 self._async_sending += 1
             skip = self._begin(item)
             if skip is not None:
-                self._async_done(item, skip, None)
+                self._async_ended(item, skip, skip)
                 continue
-            future = self._event_loop.submit(
-                sending.send_async(item, self._event_loop.client))
-            future.add_done_callback(partial(self._async_done, item, None))
+            task = loop.create_task(sending.send_async(item, client))
+            task.add_done_callback(partial(self._async_done, item))
 
-    def _async_done(self, item, skip, future):
-        if future is None:
-            result = skip
-        else:
-            try:
-                result = future.result()
-            except BaseException as exc:  # cancelled with the loop; sending never raises
-                result = sending.failed_before_sending(exc, notification="Sender error")
+    def _async_done(self, item, task):
+        try:
+            result = task.result()
+        except BaseException as exc:  # cancelled with the loop; sending never raises
+            result = sending.failed_before_sending(exc, notification="Sender error")
+        self._async_ended(item, None, result)
+        self._dispatch()
+
+    def _async_ended(self, item, skip, result):
         with self._changed:
             self._async_sending -= 1
             if not self._async_sending:
                 self._changed.notify_all()
         self._end(item, skip, result)
-        self._dispatch()
 
 
 #: A thread's answer for a delivery it put back instead of sending.

@@ -364,8 +364,51 @@ def test_the_span_is_current_while_the_request_is_made(spans, make_target, user,
     assert current == [span.context.span_id]
 
 
+@pytest.fixture
+def global_tracing():
+    """Spans from the global tracer provider, which is opentelemetry's stand-in until the
+    test sets one (``set_global``), as a site would at start-up."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert tracing.instrument() is True
+
+    def set_global():
+        # opentelemetry lets a process set its provider once; this test undoes it.
+        monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+
+    monkeypatch = pytest.MonkeyPatch()
+    yield exporter, set_global
+    monkeypatch.undo()
+    tracing.uninstrument()
+
+
+def test_without_a_tracer_provider_no_span_is_made_until_one_is_set(
+        global_tracing, make_target, user, receiver):
+    exporter, set_global = global_tracing
+    current = []
+
+    def during(**kwargs):
+        current.append((trace.get_current_span(),
+                        len(tracing._local.__dict__.get("spans") or ())))
+
+    make_target()
+    signals.attempt_started.connect(during, weak=False)
+    try:
+        send_event("project.update", {"n": 1}, owner=user)
+        assert current == [(trace.INVALID_SPAN, 0)]  # nothing made, nothing attached
+        set_global()
+        send_event("project.update", {"n": 2}, owner=user)
+    finally:
+        signals.attempt_started.disconnect(during)
+    [span] = exporter.get_finished_spans()
+    assert current[1][0].get_span_context().span_id == span.context.span_id
+    assert Delivery.objects.filter(status="succeeded").count() == 2
+
+
 def test_without_opentelemetry_there_are_no_spans(monkeypatch, make_target, user, receiver,
                                                   caplog):
+    tracing.uninstrument()  # as the app instrumented it at start-up
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     caplog.set_level("INFO", logger="djwebhooks.tracing")
     assert tracing.instrument() is False
