@@ -144,12 +144,7 @@ def mark_queued(ids):
 def load(claimant, ids):
     """Return the deliveries ``ids`` that ``claimant`` holds, with their targets and owners,
     in the order of ``ids``."""
-    found = {
-        delivery.pk: delivery
-        for delivery in Delivery.objects.using(database())
-        .select_related("webhook_target__owner")
-        .filter(pk__in=list(ids), claimed_by=claimant, status=PENDING)
-    }
+    found = {delivery.pk: delivery for delivery in _sql.load(database(), claimant, ids)}
     return [found[pk] for pk in ids if pk in found]
 
 

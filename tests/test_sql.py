@@ -72,6 +72,58 @@ def test_renew_returns_what_is_still_held(target):
     assert _sql.renew("default", "me", [], 60) == set()
 
 
+def _values(instance):
+    return {field.attname: getattr(instance, field.attname)
+            for field in instance._meta.concrete_fields}
+
+
+def test_load_gives_what_select_related_gives_for_the_rows_held(
+        target, user, django_assert_num_queries):
+    other = WebhookTarget.objects.create(owner=user, event="project.update",
+                                         target_url="https://b.example/",
+                                         previous_secret="whsec_old",
+                                         previous_secret_expires=timezone.now())
+    ids = deliveries(target, 2) + deliveries(other, 1, queued_at=timezone.now())
+    held = ids[:2] + ids[2:]
+    assert _sql.claim("default", "me", limit=10, lease=30) != []
+    not_held = Delivery.objects.create(webhook_target=target, event="project.update",
+                                       hash_value="msg_free").pk  # claimed by no one
+    Delivery.objects.filter(pk=ids[1]).update(status="failed")  # held, but finished
+    with django_assert_num_queries(1):
+        loaded = _sql.load("default", "me", [*held, not_held])
+        by_pk = {delivery.pk: delivery for delivery in loaded}
+        assert set(by_pk) == {ids[0], ids[2]}
+        for delivery in loaded:  # targets and owners come with them
+            assert delivery.webhook_target.owner.pk == user.pk
+    expected = Delivery.objects.select_related("webhook_target__owner").filter(
+        pk__in=by_pk)
+    for orm in expected:
+        delivery = by_pk[orm.pk]
+        assert _values(delivery) == _values(orm)
+        assert _values(delivery.webhook_target) == _values(orm.webhook_target)
+        assert _values(delivery.webhook_target.owner) == _values(orm.webhook_target.owner)
+        assert delivery.created.tzinfo == orm.created.tzinfo
+        assert delivery._state.db == "default" and not delivery._state.adding
+        assert delivery.webhook_target._saved_is_active is True
+    assert _sql.load("default", "me", []) == []
+
+
+def test_load_makes_a_shared_target_once_on_postgresql(target):
+    if connection.vendor != "postgresql":
+        pytest.skip("The ORM's select_related (SQLite, MariaDB) makes a target per row")
+    ids = deliveries(target, 3)
+    _sql.claim("default", "me", limit=10, lease=30)
+    loaded = _sql.load("default", "me", ids)
+    assert len({id(delivery.webhook_target) for delivery in loaded}) == 1
+    assert len({id(delivery.webhook_target.owner) for delivery in loaded}) == 1
+
+
+def test_a_field_that_converts_what_the_database_gives_is_converted():
+    row = _sql._convert((1, "7"), [(1, [lambda value, expression, connection: int(value)],
+                                    None)], connection)
+    assert row == [1, 7]
+
+
 def test_count_attempts_numbers_and_reads_the_claims(target):
     ids = deliveries(target, 2, claimed_by="me")
     Delivery.objects.filter(pk=ids[1]).update(attempt=4, claimed_by="other")
