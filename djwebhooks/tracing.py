@@ -11,6 +11,7 @@ this module.
 import functools
 import logging
 import threading
+import time
 from urllib.parse import urlsplit
 
 from djwebhooks import __version__, signals
@@ -23,8 +24,9 @@ SPAN_NAME = "webhook send"
 _UID = "djwebhooks.tracing"
 
 _tracer = None
-#: Whether ``instrument()`` was given its tracer provider (else the global one is used).
-_own_provider = False
+#: Whether spans are recorded: ``instrument()`` was given its tracer provider, or a
+#: global one has been set.
+_provider_set = False
 _trace = _context = None  # opentelemetry's modules, once instrumented
 _local = threading.local()  # delivery id -> (span, context token), on each sending thread
 
@@ -32,7 +34,7 @@ _local = threading.local()  # delivery id -> (span, context token), on each send
 def instrument(tracer_provider=None):
     """Make a span around each attempt from now on, with ``tracer_provider`` (the global
     one when None); return False, doing nothing, when opentelemetry-api is not installed."""
-    global _tracer, _own_provider, _trace, _context
+    global _tracer, _provider_set, _trace, _context, _next_look
     try:
         from opentelemetry import context, trace
     except ImportError:
@@ -41,7 +43,8 @@ def instrument(tracer_provider=None):
         return False
     _trace, _context = trace, context
     _tracer = trace.get_tracer("djwebhooks", __version__, tracer_provider=tracer_provider)
-    _own_provider = tracer_provider is not None
+    _provider_set = tracer_provider is not None
+    _next_look = 0.0
     signals.attempt_started.connect(_started, weak=False, dispatch_uid=_UID)
     signals.attempt_finished.connect(_finished, weak=False, dispatch_uid=_UID)
     return True
@@ -64,12 +67,29 @@ def target_address(url):
         return "", None
 
 
+#: While no global tracer provider is set: when to look again (``time.monotonic()``).
+_next_look = 0.0
+#: How often to look for a global tracer provider while none is set, in seconds.
+LOOK_EVERY = 1.0
+
+
 def _recording():
     """Whether spans are made: with the provider given to ``instrument()``, or once a
     global one is set. Until then the global provider is opentelemetry's stand-in, whose
-    spans record nothing, and making them would only cost each attempt time."""
-    return _own_provider or not isinstance(_trace.get_tracer_provider(),
-                                           _trace.ProxyTracerProvider)
+    spans record nothing, and making them would only cost each attempt time; asking for
+    the global provider costs time too (it reads the environment), so while there is
+    none it is asked for once a second. Once set, it cannot be unset."""
+    global _provider_set, _next_look
+    if _provider_set:
+        return True
+    now = time.monotonic()
+    if now < _next_look:
+        return False
+    if not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider):
+        _provider_set = True  # the global one, from now on
+        return True
+    _next_look = now + LOOK_EVERY
+    return False
 
 
 def _started(sender, delivery, **kwargs):

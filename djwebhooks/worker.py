@@ -542,41 +542,42 @@ class Worker:
                 self._changed.notify_all()
 
     def _dispatch(self):
-        """In the async mode, on the event loop's thread: start a task for each queued
-        delivery, up to ``concurrency`` in flight (called once a part of a claim is
-        queued, and as each request ends). Everything after the hand-over happens on that
-        thread, so no future crosses between threads per delivery."""
-        loop, client = self._event_loop.loop, self._event_loop.client
-        while True:
-            with self._changed:
-                if self._async_sending >= self.concurrency:
-                    return
+        """In the async mode, on the event loop's thread: start senders for the queued
+        deliveries, up to ``concurrency`` (called once a part of a claim is queued).
+        Everything after the hand-over happens on that thread, so nothing crosses between
+        threads per delivery."""
+        with self._changed:
+            room = min(self.concurrency - self._async_sending, self._queue.qsize())
+            self._async_sending += max(0, room)
+        for _ in range(room):
+            self._event_loop.loop.create_task(self._sender())
+
+    async def _sender(self):
+        """Send queued deliveries one after another until none is left: a task per sender,
+        not per delivery."""
+        client = self._event_loop.client
+        try:
+            while True:
                 try:
                     item = self._queue.get_nowait()
                 except queues.Empty:
                     return
-                self._async_sending += 1
-            skip = self._begin(item)
-            if skip is not None:
-                self._async_ended(item, skip, skip)
-                continue
-            task = loop.create_task(sending.send_async(item, client))
-            task.add_done_callback(partial(self._async_done, item))
-
-    def _async_done(self, item, task):
-        try:
-            result = task.result()
-        except BaseException as exc:  # cancelled with the loop; sending never raises
-            result = sending.failed_before_sending(exc, notification="Sender error")
-        self._async_ended(item, None, result)
-        self._dispatch()
-
-    def _async_ended(self, item, skip, result):
-        with self._changed:
-            self._async_sending -= 1
-            if not self._async_sending:
-                self._changed.notify_all()
-        self._end(item, skip, result)
+                skip = self._begin(item)
+                if skip is not None:
+                    self._end(item, skip, skip)
+                    continue
+                try:
+                    result = await sending.send_async(item, client)
+                except BaseException as exc:  # cancelled with the loop; sending never raises
+                    self._end(item, None, sending.failed_before_sending(
+                        exc, notification="Sender error"))
+                    raise
+                self._end(item, None, result)
+        finally:
+            with self._changed:
+                self._async_sending -= 1
+                if not self._async_sending:
+                    self._changed.notify_all()
 
 
 #: A thread's answer for a delivery it put back instead of sending.
