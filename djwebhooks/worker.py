@@ -18,7 +18,6 @@ import secrets
 import socket
 import threading
 import time
-from functools import partial
 
 from django.db import DatabaseError, connections
 
