@@ -35,6 +35,8 @@ FAILING_TARGETS_KEPT = 10_000
 HEARTBEAT_RETENTION = 86400
 #: Claimed deliveries are loaded and prepared this many at a time.
 PREPARE_CHUNK = 100
+#: How long, at most, results are let gather before they are recorded in a batch.
+GATHER_SECONDS = 0.2
 
 
 def default_worker_id():
@@ -228,9 +230,13 @@ class Worker:
                                            min(self.interval, self._until_beat()))
                 else:
                     # Let results gather until half the work in hand is done, so they are
-                    # recorded, and more claimed, in batches; but not for long.
-                    self._changed.wait_for(self._enough_results,
-                                           min(self.interval, 0.2, self._until_beat()))
+                    # recorded, and more claimed, in batches; but not for long, and not
+                    # past a notification while there is room to send more (a request
+                    # that hangs must not hold up the deliveries committed meanwhile).
+                    self._changed.wait_for(
+                        lambda: self._enough_results() or (
+                            self._woken and self._in_flight < self.concurrency),
+                        min(self.interval, GATHER_SECONDS, self._until_beat()))
 
     def _idle(self):
         with self._changed:

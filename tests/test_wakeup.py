@@ -18,6 +18,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 
 from djwebhooks import queue, replay, send_event, wakeup
+from djwebhooks import worker as worker_module
 from djwebhooks.models import Delivery
 from djwebhooks.worker import Worker
 from tests.helpers import by_mode
@@ -106,6 +107,27 @@ def test_an_idle_worker_is_woken_by_a_new_delivery(make_target, user, receiver):
         [delivery] = send_event("project.update", {}, owner=user)
         assert wait_until(lambda: len(receiver.requests) == 1)
     assert receiver.requests[0].headers["webhook-id"] == delivery.hash_value
+
+
+@on_postgres
+def test_a_request_that_hangs_does_not_hold_up_what_is_committed_meanwhile(
+        make_target, user, receiver, settings, monkeypatch):
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "READ_TIMEOUT": 4, "TOTAL_TIMEOUT": 4}
+    # Results are let gather far longer than any wait below: only the notification can
+    # end the wait while the hanging request is in flight.
+    monkeypatch.setattr(worker_module, "GATHER_SECONDS", LONG_INTERVAL)
+    receiver.replies.append(Reply(delay=4.5))  # the first request: past its deadline
+    make_target()
+    with running(Worker(interval=LONG_INTERVAL)) as worker:
+        assert listening(worker)
+        send_event("project.update", {"n": 1}, owner=user)
+        assert wait_until(lambda: len(receiver.requests) == 1)
+        time.sleep(0.2)
+        started = time.monotonic()
+        [second] = send_event("project.update", {"n": 2}, owner=user)
+        assert wait_until(lambda: len(receiver.requests) == 2, timeout=2)
+        assert time.monotonic() - started < 2  # not when the first one timed out (4 s)
+    assert receiver.requests[1].headers["webhook-id"] == second.hash_value
 
 
 @on_postgres
