@@ -185,13 +185,14 @@ def load(using, claimant, ids):
         rows = cursor.fetchall()
     if converted:
         rows = [_convert(row, converted, connection) for row in rows]
-    (_, delivery_names, _, delivery_end), (target_model, target_names, target_pk, target_end), \
+    (delivery_model, delivery_names, _, delivery_end), \
+        (target_model, target_names, target_pk, target_end), \
         (owner_model, owner_names, owner_pk, _) = parts
     target_cache = Delivery.webhook_target.field.set_cached_value
     owner_cache = WebhookTarget.owner.field.set_cached_value
     targets, owners, loaded = {}, {}, []
     for row in rows:
-        delivery = Delivery.from_db(using, delivery_names, row[:delivery_end])
+        delivery = delivery_model.from_db(using, delivery_names, row[:delivery_end])
         target = targets.get(row[target_pk])
         if target is None:
             target = targets[row[target_pk]] = target_model.from_db(
