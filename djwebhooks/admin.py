@@ -187,6 +187,8 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     #: What a person sets: all the add form shows.
     edited_fields = ["owner", "event", "identifier", "target_url", "header_content_type",
                      "is_active"]
+    #: Each target's own way of being sent to.
+    option_fields = ["headers", "timeout", "retry_schedule"]
     health_fields = ["consecutive_failures", "failing_since_at", "disabled_at_at",
                      "disabled_reason", "last_success", "last_failure", "deliveries_link"]
     time_fields = ["created_at", "modified_at"]
@@ -200,10 +202,13 @@ class WebhookTargetAdmin(admin.ModelAdmin):
         return super().changelist_view(request, {**(extra_context or {}), **WIDE})
 
     def get_fieldsets(self, request, obj=None):
+        options = (_("Delivery options"), {"fields": self.option_fields,
+                                           "classes": ["collapse"] if obj is None else []})
         if obj is None:
-            return [(None, {"fields": self.edited_fields})]
+            return [(None, {"fields": self.edited_fields}), options]
         return [
             (None, {"fields": [*self.edited_fields, "display_secret"]}),
+            options,
             (_("Health"), {"fields": self.health_fields}),
             (_("Times"), {"fields": self.time_fields}),
         ]
@@ -337,7 +342,8 @@ class WebhookTargetAdmin(admin.ModelAdmin):
         ]
 
     def secret_view(self, request, object_id):
-        """The whole signing secret (and the previous one, during its grace period).
+        """The whole signing secret (and the previous one, during its grace period), and
+        the values of the target's headers, which may be credentials too.
 
         Only for users who may change the target: the secret lets its holder sign requests
         that the target's receiver trusts.
@@ -362,6 +368,7 @@ class WebhookTargetAdmin(admin.ModelAdmin):
             "secret": target.secret,
             "previous_secret": target.previous_secret if in_grace else "",
             "previous_secret_expires": target.previous_secret_expires if in_grace else None,
+            "headers": target.headers if isinstance(target.headers, dict) else {},
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/djwebhooks/webhooktarget/secret.html", context)

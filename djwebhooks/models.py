@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from model_utils.models import TimeStampedModel
 
-from djwebhooks import conf
+from djwebhooks import conf, options
 from djwebhooks.encoding import FORM, JSON
 from djwebhooks.exceptions import WebhookImproperlyConfigured
 from djwebhooks.signing import generate_secret, secret_key
@@ -94,6 +94,24 @@ def validate_event_name(value):
         )
 
 
+def validate_headers(value):
+    """Raise ``ValidationError`` unless ``value`` is headers a target may send."""
+    try:
+        options.check_headers(value)
+    except options.OptionError as exc:
+        raise ValidationError(str(exc), code="invalid_headers") from None
+
+
+def validate_schedule(value):
+    """Raise ``ValidationError`` unless ``value`` is a retry schedule a target may have."""
+    if value is None:
+        return
+    try:
+        options.check_schedule(value)
+    except options.OptionError as exc:
+        raise ValidationError(str(exc), code="invalid_schedule") from None
+
+
 class WebhookTarget(TimeStampedModel):
     """A URL that an owner wants called when ``event`` happens (for ``identifier``)."""
 
@@ -138,6 +156,22 @@ class WebhookTarget(TimeStampedModel):
         _("previous secret expires"), null=True, blank=True
     )
     is_active = models.BooleanField(_("active"), default=True)
+    headers = models.JSONField(
+        _("headers"), default=dict, blank=True, validators=[validate_headers],
+        help_text=_("Sent with every request, such as Authorization or X-Api-Key. Shown "
+                    "masked, like the secret."),
+    )
+    timeout = models.FloatField(
+        _("timeout"), null=True, blank=True,
+        help_text=_("Seconds a request may take, from looking up the host to the last byte "
+                    "of the answer; at most the sender's TOTAL_TIMEOUT, which applies when "
+                    "empty."),
+    )
+    retry_schedule = models.JSONField(
+        _("retry schedule"), null=True, blank=True, validators=[validate_schedule],
+        help_text=_("Waits before each retry, in seconds; the sender's RETRY_SCHEDULE "
+                    "applies when empty, and an empty list means no retries."),
+    )
     consecutive_failures = models.PositiveIntegerField(
         _("consecutive failures"), default=0,
         help_text=_("Failed attempts since the last success."),
@@ -211,6 +245,11 @@ class WebhookTarget(TimeStampedModel):
                 check_target(self.target_url, conf.get_url_policy())
             except TargetURLRefused as exc:
                 errors["target_url"] = ValidationError(str(exc), code="refused_url")
+        if self.timeout is not None:
+            try:
+                options.check_timeout(self.timeout, conf.get_seconds("TOTAL_TIMEOUT"))
+            except options.OptionError as exc:
+                errors["timeout"] = ValidationError(str(exc), code="invalid_timeout")
         if errors:
             raise ValidationError(errors)
 
@@ -253,6 +292,12 @@ class WebhookTarget(TimeStampedModel):
                 self.previous_secret_expires > now:
             return [self.secret, self.previous_secret]
         return [self.secret]
+
+    @property
+    def masked_headers(self):
+        """The headers with their values masked, as the admin, the pages and the API show
+        them."""
+        return options.masked(self.headers)
 
     @property
     def masked_secret(self):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from django.db import close_old_connections as _close_old_connections
 from django.db import connections, models, router, transaction
 
-from djwebhooks import _sql, conf, health
+from djwebhooks import _sql, conf, health, options
 from djwebhooks.models import DatabaseNow, Delivery, DeliveryAttempt, copy_instance
 
 logger = logging.getLogger("djwebhooks.queue")
@@ -256,8 +256,10 @@ def record(claimant, outcomes, *, policy=None, defer_within=None):
         for delivery, _ in present:
             delivery.attempt = numbers[delivery.pk]
         moved = [(d, r) for d, r in present if d.pk in held]
+        policies = {}
         for delivery, result in moved:
-            _apply(delivery, result, policy, now, clean, defer_within)
+            _apply(delivery, result, _policy_for(delivery, policy, policies), now, clean,
+                   defer_within)
         _save_failures(using, claimant, [d for d, r in moved if not r.success])
         tallies = {}
         for delivery, result in moved:
@@ -298,6 +300,24 @@ def _attempt_row(delivery, result, number, now, clean, replayed_by_id):
         notification=clean(result.notification)[:255], created=now,
     )
     return attempt
+
+
+def _policy_for(delivery, policy, policies):
+    """The ``RetryPolicy`` of ``delivery``'s target: ``policy`` with the target's own
+    schedule, if it has one (made once per schedule, kept in ``policies``)."""
+    schedule = delivery.webhook_target.retry_schedule
+    if schedule is None:
+        return policy
+    key = repr(schedule)
+    if key not in policies:
+        try:
+            policies[key] = policy.with_schedule(options.check_schedule(schedule))
+        except options.OptionError as exc:
+            # Saved from code, without validation: the sender's schedule, and a word why.
+            logger.warning("Webhook target %s has a retry schedule that cannot be used, so "
+                           "the sender's is: %s", delivery.webhook_target_id, exc)
+            policies[key] = policy
+    return policies[key]
 
 
 def _apply(delivery, result, policy, now, clean, defer_within):

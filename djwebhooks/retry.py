@@ -43,6 +43,11 @@ class RetryPolicy:
         self.retry_after_max = float(retry_after_max)
         self.random = random
 
+    def with_schedule(self, schedule):
+        """This policy with another ``schedule`` (a target's own)."""
+        return RetryPolicy(schedule, jitter=self.jitter, retry_after_max=self.retry_after_max,
+                           random=self.random)
+
     @property
     def max_attempts(self):
         """The first attempt plus one per scheduled retry."""

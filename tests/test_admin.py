@@ -372,7 +372,8 @@ def test_the_add_form_shows_only_what_a_person_sets(staff):
     html = staff.get(reverse("admin:djwebhooks_webhooktarget_add")).content.decode()
     names = set(re.findall(r'<(?:input|select|textarea)[^>]* name="([^"]+)"', html))
     assert names - {"csrfmiddlewaretoken", "_save", "_addanother", "_continue"} == {
-        "owner", "event", "identifier", "target_url", "header_content_type", "is_active"}
+        "owner", "event", "identifier", "target_url", "header_content_type", "is_active",
+        "headers", "timeout", "retry_schedule"}
     for hidden in ("whsec_", "signing secret", "consecutive failures", "failing since",
                    "disabled because", "last success", "Health"):
         assert hidden.lower() not in html.lower(), hidden

@@ -28,7 +28,8 @@ LAYERS = [
     {"health", "rotation", "retention", "receivers", "wakeup"},
     {"_sql"},
     {"models", "aio"},  # aio: the async mode's HTTP client, on transport's guards
-    {"conf", "transport", "encoding", "signing", "ssrf", "retry", "signals", "exceptions"},
+    {"conf", "transport", "encoding", "signing", "ssrf", "retry", "signals", "exceptions",
+     "options"},
 ]
 
 

@@ -39,7 +39,8 @@ LAST_USED_PRECISION = timedelta(minutes=1)
 MAX_ID = 2**63 - 1
 #: The types each field of a target must have in a request body.
 FIELD_TYPES = {"event": str, "identifier": str, "target_url": str,
-               "header_content_type": str, "is_active": bool}
+               "header_content_type": str, "is_active": bool, "headers": dict,
+               "timeout": (int, float, type(None)), "retry_schedule": (list, type(None))}
 #: What a new target is when the body leaves a field out.
 CREATE_DEFAULTS = {"identifier": "", "header_content_type": JSON, "is_active": True}
 UNSAFE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
@@ -190,12 +191,22 @@ def is_a(value, kind):
         except UnicodeEncodeError:
             return False
         return True
+    if isinstance(value, bool) and kind is not bool:
+        return False  # JSON's true is not a number
     return isinstance(value, kind)
+
+
+#: What a field of each type must be, said to the client.
+TYPE_ERRORS = {bool: "Must be true or false.", str: "Must be a string.",
+               dict: "Must be an object of header names to values."}
 
 
 def type_error(kind):
     """The message for a value that is not of ``kind``."""
-    return "Must be true or false." if kind is bool else "Must be a string."
+    if kind in TYPE_ERRORS:
+        return TYPE_ERRORS[kind]
+    return "Must be a number of seconds, or null." if int in kind else \
+        "Must be a list of waits in seconds, or null."
 
 
 def query(request, allowed):
@@ -291,6 +302,9 @@ def target_json(target, *, secret=False):
         "modified": isoformat(target.modified),
         "disabled_reason": target.disabled_reason,
         "secret_hint": target.masked_secret,
+        "headers": target.masked_headers,
+        "timeout": target.timeout,
+        "retry_schedule": target.retry_schedule,
         "health": stats.health(target).as_json(),
     }
     if secret:

@@ -1,9 +1,12 @@
-"""How a delivery is shown to its owner: the request's headers (never a secret), the
-payload pretty-printed."""
+"""How a delivery is shown to its owner: the request's headers (never a secret, the
+target's own headers masked), the payload pretty-printed; and a target's retry schedule."""
 
 import json
 import time
 
+from django.utils.translation import gettext as _
+
+from djwebhooks import conf, options
 from djwebhooks.senders.orm import DjangoSenderable
 
 #: Shown instead of the signatures, which are made at each attempt with the target's secret.
@@ -13,11 +16,29 @@ SIGNATURE_SHOWN = "v1,… (made at each attempt with the target's signing secret
 def request_headers(delivery):
     """The headers each request for ``delivery`` carries, as a list of ``(name, value)``:
     ``webhook-timestamp`` is the time of each attempt, and the signatures are not shown."""
-    sender = DjangoSenderable(delivery)
+    try:
+        sender = DjangoSenderable(delivery)
+    except options.OptionError as exc:  # a timeout saved from code, without validation
+        return [(_("(cannot be built)"), str(exc))]
+    own, sender.headers = sender.headers, {}
     headers = sender.get_headers(sender.get_body(), int(time.time()))
     headers["webhook-timestamp"] = "(the time of each attempt, in seconds since 1970)"
     headers["webhook-signature"] = SIGNATURE_SHOWN
-    return list(headers.items())
+    return [*options.masked(own).items(), *headers.items()]
+
+
+def retry_schedule(target):
+    """A target's retry schedule as a sentence: its own, none, or the sender's."""
+    schedule = target.retry_schedule
+    if schedule is None:
+        waits = [wait.total_seconds() if hasattr(wait, "total_seconds") else wait
+                 for wait in conf.get_setting("RETRY_SCHEDULE")]
+        return _("%(waits)s (the sender's)") % {"waits": options.format_schedule(waits)}
+    try:
+        waits = options.check_schedule(schedule)
+    except options.OptionError as exc:
+        return _("not usable, so the sender's applies: %(why)s") % {"why": exc}
+    return options.format_schedule(waits) if waits else _("none: no retries")
 
 
 def pretty_payload(delivery):

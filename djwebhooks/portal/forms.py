@@ -4,14 +4,15 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from djwebhooks import conf
-from djwebhooks.forms import formfield
+from djwebhooks.forms import TargetOptionsForm, formfield
 from djwebhooks.models import WebhookTarget
 
 #: The fields an owner sets; the API takes exactly these (and no others).
-FIELDS = ["event", "identifier", "target_url", "header_content_type", "is_active"]
+FIELDS = ["event", "identifier", "target_url", "header_content_type", "is_active",
+          "headers", "timeout", "retry_schedule"]
 
 
-class OwnerTargetForm(forms.ModelForm):
+class OwnerTargetForm(TargetOptionsForm):
     """Add or edit one of ``owner``'s targets: the event is one of the declared ones (shown
     with its description), the URL is checked with the sender's own rules (public address,
     ``HTTPS_ONLY``, ``ALLOWED_PORTS``), and a second subscription of the same event,

@@ -7,7 +7,7 @@ Keep it in step with ``portal.api``: the tests validate it and fuzz the API agai
 from django.conf import settings
 from django.urls import reverse
 
-from djwebhooks import __version__, conf
+from djwebhooks import __version__, conf, options
 from djwebhooks.encoding import FORM, JSON
 from djwebhooks.models import Delivery
 
@@ -62,6 +62,15 @@ def target_properties():
         "secret_hint": {"type": "string",
                         "description": "The signing secret with all but its start and "
                                        "last four characters hidden."},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"},
+                    "description": "The target's own headers, each value masked (••••••, "
+                                   "and its last four characters if it is long). Sent "
+                                   "back unchanged, a masked value keeps the stored one."},
+        "timeout": nullable("number", description="Seconds a request may take; null: "
+                                                  "the sender's TOTAL_TIMEOUT."),
+        "retry_schedule": {"type": ["array", "null"], "items": {"type": "number"},
+                           "description": "Waits before each retry, in seconds; null: "
+                                          "the sender's schedule; []: no retries."},
         "health": ref("Health"),
     }
 
@@ -88,6 +97,22 @@ def input_schema(required):
                                 "description": f"How the body is sent (default {JSON})."},
         "is_active": {"type": "boolean", "description": "False stops sending to the URL "
                                                         "(default true)."},
+        "headers": {"type": "object", "maxProperties": options.MAX_HEADERS,
+                    "additionalProperties": {"type": "string",
+                                             "maxLength": options.MAX_VALUE_LENGTH},
+                    "description": "Headers sent with every request, such as "
+                                   "Authorization. Replaces the target's headers; a value "
+                                   "as the API shows it (masked) keeps the stored one. "
+                                   "The signature headers, Host, Content-Length and "
+                                   "Content-Type are refused."},
+        "timeout": nullable("number", minimum=options.SHORTEST_TIMEOUT,
+                            description="Seconds a request may take, at most the sender's "
+                                        "TOTAL_TIMEOUT; null for that."),
+        "retry_schedule": {"type": ["array", "null"], "maxItems": options.MAX_RETRIES,
+                           "items": {"type": "number", "minimum": options.SHORTEST_WAIT,
+                                     "maximum": options.LONGEST_WAIT},
+                           "description": "Waits before each retry, in seconds; null for "
+                                          "the sender's schedule, [] for no retries."},
     }, required=required)
 
 

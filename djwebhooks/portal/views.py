@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from djwebhooks import events, rotation
+from djwebhooks import conf, events, rotation
 from djwebhooks.models import ApiToken, Delivery
 from djwebhooks.portal import access, charts, display, stats
 from djwebhooks.portal.filters import DeliveryFilterForm
@@ -147,6 +147,8 @@ def target_detail(request, target):
         "recent": recent,
         "any_pending": any(d.status == Delivery.Status.PENDING for d in recent),
         "grace_hours": rotation.grace_seconds() / 3600,
+        "total_timeout": conf.get_seconds("TOTAL_TIMEOUT"),
+        "retry_schedule": display.retry_schedule(target),
     })
 
 
@@ -191,6 +193,7 @@ def target_secret(request, target):
     return render(request, TEMPLATES + "target_secret.html", {
         "target": target,
         "previous_expires": target.previous_secret_expires if in_grace else None,
+        "headers": target.headers if isinstance(target.headers, dict) else {},
     })
 
 

@@ -13,7 +13,7 @@ from datetime import timezone
 from functools import cached_property
 from urllib.parse import urlencode
 
-from djwebhooks import signing, transport
+from djwebhooks import options, signing, transport
 from djwebhooks.encoding import FORM, JSON
 from djwebhooks.exceptions import DeliveryError
 
@@ -68,6 +68,7 @@ class Senderable:
         policy=None,
         total_timeout=transport.DEFAULT_TOTAL_TIMEOUT,
         payload_json=None,
+        headers=None,
     ):
         if payload is None and payload_json is None:
             raise TypeError("Senderable needs the payload: payload= (a dict) or "
@@ -89,6 +90,8 @@ class Senderable:
         self.clock = clock
         self.policy = policy
         self.total_timeout = total_timeout
+        #: Headers sent with every request besides the sender's own (a dict).
+        self.headers = headers or {}
 
     @cached_property
     def url(self):
@@ -151,8 +154,9 @@ class Senderable:
         return self.jsonified_payload.encode("utf-8")
 
     def get_headers(self, body, sent_at):
-        """Return the request headers, including the Standard Webhooks signature."""
-        return {
+        """Return the request headers, including the Standard Webhooks signature: the
+        sender's own, after any of ``headers`` (which may not replace them)."""
+        own = {
             "Content-Type": FORM if self.content_type == FORM else JSON,
             "User-Agent": self.user_agent,
             "webhook-id": self.message_id,
@@ -161,6 +165,10 @@ class Senderable:
                 signing.sign(secret, self.message_id, sent_at, body) for secret in self.secrets
             ),
         }
+        if self.headers:
+            # Checked again here: a target saved from code has not been validated.
+            return {**options.check_headers(self.headers), **own}
+        return own
 
     @property
     def secrets(self):

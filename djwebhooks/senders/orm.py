@@ -7,6 +7,7 @@ the attempt belongs to the sending path (``djwebhooks.sending``).
 from django.core.serializers.json import DjangoJSONEncoder
 
 from djwebhooks import conf
+from djwebhooks.options import bounded_timeout
 from djwebhooks.senders.base import Senderable
 
 _MISSING = object()
@@ -62,6 +63,13 @@ class DjangoSenderable(Senderable):
             timestamp=delivery.created,
             content_type=target.header_content_type,
             extra=envelope_extra(target, owner_field),
+            headers=target.headers,
         )
+        if target.timeout is not None:
+            # Its own timeout, within the sender's: the deadline and each socket wait.
+            seconds = bounded_timeout(target.timeout, options["total_timeout"])
+            options["total_timeout"] = seconds
+            connect, read = options["timeout"]
+            options["timeout"] = (min(connect, seconds), min(read, seconds))
         options.update(kwargs)
         super().__init__(**options)

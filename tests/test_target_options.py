@@ -1,0 +1,358 @@
+"""A target's own options: static headers (sent, masked wherever shown, refused when they
+would replace the sender's or break the request), a timeout within the sender's, and a
+retry schedule of its own; through the model, the admin, the pages and the API."""
+
+import json
+import logging
+import re
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.test import Client
+from django.urls import reverse
+from standardwebhooks import Webhook
+
+from djwebhooks import options, replay, send_event
+from djwebhooks.models import ApiToken, Delivery, DeliveryAttempt
+from djwebhooks.portal import display
+from djwebhooks.sending import send_deliveries
+from tests.receiver import Reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = "Bearer abcdefghijklmnopqrstuvwxyz0123"  # long enough to show its last four
+
+
+# The rules
+
+
+@pytest.mark.parametrize("name", ["webhook-signature", "Webhook-Id", "WEBHOOK-TIMESTAMP",
+                                  "Host", "content-length", "Content-Type",
+                                  "Transfer-Encoding", "Connection"])
+def test_headers_that_would_replace_the_senders_own_are_refused(name):
+    with pytest.raises(options.OptionError, match="set by the sender itself"):
+        options.check_headers({name: "x"})
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\nb", "a\rb", "a\x00b", "a\x7fb",
+                                   "caf\u00e9", "a••••••"])
+def test_values_that_could_end_the_header_or_are_not_ascii_are_refused(value):
+    with pytest.raises(options.OptionError, match="printable ASCII"):
+        options.check_headers({"X-Api-Key": value})
+
+
+@pytest.mark.parametrize("headers, message", [
+    ({"X Api": "1"}, "is not a header name"),
+    ({"X-Api:": "1"}, "is not a header name"),
+    ({"": "1"}, "is not a header name"),
+    ({"X-" + "a" * 64: "1"}, "is not a header name"),
+    ({"X-A": "1", "x-a": "2"}, "given twice"),
+    ({"X-A": "   "}, "has no value"),
+    ({"X-A": 1}, "must be text"),
+    ({"X-A": "a" * 2049}, "longer than 2048"),
+    ({f"X-{n}": "1" for n in range(21)}, "at most 20 headers"),
+    ({f"X-{n}": "a" * 2000 for n in range(5)}, "longer than 8192"),
+    (["X-A", "1"], "must be a mapping"),
+])
+def test_header_rules_say_what_is_wrong(headers, message):
+    with pytest.raises(options.OptionError, match=message):
+        options.check_headers(headers)
+
+
+def test_a_masked_value_typed_back_keeps_the_stored_one_and_nothing_else_does():
+    stored = {"Authorization": TOKEN, "X-Short": "s3cret"}
+    shown = options.masked(stored)
+    assert shown == {"Authorization": "••••••0123", "X-Short": "••••••"}
+    assert options.unmask({"authorization": "••••••0123", "X-Short": "new"}, stored) == {
+        "authorization": TOKEN, "X-Short": "new"}
+    # A mask typed for a header that has no stored value is refused, not sent.
+    with pytest.raises(options.OptionError):
+        options.check_headers(options.unmask({"X-Other": "••••••"}, stored))
+
+
+def test_schedules_and_timeouts_are_bounded():
+    assert options.parse_schedule("5s, 5m, 2h, 1d, 30") == (5, 300, 7200, 86400, 30)
+    assert options.format_schedule((5, 300, 7200, 86400, 1.5)) == "5s, 5m, 2h, 1d, 1.5s"
+    for text, message in [("5x", "not a wait"), ("5s,,5m", "not a wait"),
+                          ("8d", "1 second to 7 days"), ("0", "1 second to 7 days"),
+                          (",".join(["5s"] * 31), "at most 30")]:
+        with pytest.raises(options.OptionError, match=message):
+            options.parse_schedule(text)
+    for value in [float("nan"), float("inf"), True, "5", 0.5, 31]:
+        with pytest.raises(options.OptionError):
+            options.check_timeout(value, 30)
+    assert options.bounded_timeout(45, 30) == 30  # a TOTAL_TIMEOUT lowered since
+
+
+def test_the_model_validates_every_option(make_target):
+    target = make_target()
+    target.headers = {"Host": "evil.example"}
+    target.timeout = 31
+    target.retry_schedule = [0]
+    with pytest.raises(ValidationError) as caught:
+        target.full_clean()
+    assert set(caught.value.message_dict) == {"headers", "timeout", "retry_schedule"}
+    assert "TOTAL_TIMEOUT" in caught.value.message_dict["timeout"][0]
+
+
+# On the wire
+
+
+def test_a_targets_headers_are_sent_beside_a_valid_signature(make_target, user, receiver):
+    target = make_target(headers={"Authorization": TOKEN, "X-Api-Key": "k1"})
+    send_event("project.update", {"n": 1}, owner=user)
+    [request] = receiver.requests
+    assert request.headers["authorization"] == TOKEN
+    assert request.headers["x-api-key"] == "k1"
+    assert request.headers["content-type"] == "application/json"
+    assert Webhook(target.secret).verify(request.body, request.headers)
+
+
+def test_a_header_saved_from_code_unchecked_fails_the_attempt_and_nothing_else(
+        make_target, user, receiver):
+    # .save() does not validate: the sender checks again, before sending anything.
+    bad = make_target(headers={"X-Api-Key": "a\r\nX-Injected: 1"})
+    good = make_target(identifier="", target_url=receiver.url + "/other/")
+    deliveries = send_event("project.update", {"n": 1}, owner=user)
+    assert [r.path for r in receiver.requests] == ["/other/"]
+    failed = Delivery.objects.get(webhook_target=bad)
+    [attempt] = failed.attempts.all()
+    assert attempt.notification == "Error before sending"
+    assert "The value of X-Api-Key may hold only printable ASCII" in attempt.error
+    assert failed.status == Delivery.Status.PENDING  # retried: the owner can fix it
+    assert Delivery.objects.get(webhook_target=good).status == Delivery.Status.SUCCEEDED
+    assert len(deliveries) == 2
+
+
+def test_a_targets_timeout_cuts_its_requests_short(make_target, user, receiver):
+    receiver.default = Reply(delay=4)
+    make_target(timeout=1)
+    send_event("project.update", {"n": 1}, owner=user)
+    attempt = DeliveryAttempt.objects.get()
+    assert (attempt.notification, attempt.response_status) == ("Timed out", None)
+    assert "its total deadline (1 s)" in attempt.error
+    # The sender's own limit is 30 s; the receiver would have answered after 4.
+    assert attempt.duration < 3000
+
+
+def test_a_timeout_above_a_lowered_total_timeout_is_cut_to_it(make_target, user, receiver,
+                                                              settings):
+    receiver.default = Reply(delay=4)
+    make_target(timeout=20)  # valid when saved, under a TOTAL_TIMEOUT of 30
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "TOTAL_TIMEOUT": 2}
+    send_event("project.update", {"n": 1}, owner=user)
+    attempt = DeliveryAttempt.objects.get()
+    assert (attempt.notification, attempt.response_status) == ("Timed out", None)
+    assert "its total deadline (2 s)" in attempt.error
+
+
+# The retry schedule
+
+
+def test_a_targets_own_schedule_decides_its_retries(make_target, user, receiver):
+    receiver.default = Reply(status=500)
+    make_target(retry_schedule=[60])
+    [delivery] = send_event("project.update", {"n": 1}, owner=user)
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.PENDING
+    assert delivery.reason == "attempt 2 of 2: scheduled retry"
+    wait = (delivery.next_attempt_at - delivery.attempts.get().created).total_seconds()
+    assert 60 * 0.8 - 1 <= wait <= 60 * 1.2 + 1
+
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=delivery.created)
+    send_deliveries([delivery.pk])
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.reason) == (Delivery.Status.FAILED,
+                                                  "gave up after 2 attempts")
+
+
+def test_an_empty_schedule_means_no_retries(make_target, user, receiver):
+    receiver.default = Reply(status=500)
+    make_target(retry_schedule=[])
+    [delivery] = send_event("project.update", {"n": 1}, owner=user)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.reason) == (Delivery.Status.FAILED,
+                                                  "gave up after 1 attempt")
+
+
+def test_an_unusable_schedule_saved_from_code_falls_back_to_the_senders(
+        make_target, user, receiver, caplog):
+    receiver.default = Reply(status=500)
+    target = make_target(retry_schedule=["soon"])
+    with caplog.at_level(logging.WARNING, logger="djwebhooks.queue"):
+        [delivery] = send_event("project.update", {"n": 1}, owner=user)
+    delivery.refresh_from_db()
+    assert delivery.reason == "attempt 2 of 8: scheduled retry"
+    assert f"Webhook target {target.pk} has a retry schedule that cannot be used" in \
+        caplog.text
+
+
+# Where they are shown and edited
+
+
+@pytest.fixture
+def staff(django_user_model):
+    client = Client()
+    client.force_login(django_user_model.objects.create_superuser("admin", "a@x.org", "pw"))
+    return client
+
+
+def change_form(staff, target):
+    return staff.get(reverse("admin:djwebhooks_webhooktarget_change", args=[target.pk]))
+
+
+def form_data(html):
+    """The values of a change form's fields, as a browser would submit them."""
+    data = {}
+    for name, value in re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', html):
+        data[name] = value
+    for name, text in re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', html,
+                                 re.S):
+        data[name] = text.strip("\n").replace("&quot;", '"').replace("&#x27;", "'")
+    for name, body in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', html,
+                                 re.S):
+        chosen = re.search(r'<option value="([^"]*)"[^>]*selected', body)
+        data[name] = chosen[1] if chosen else ""
+    if 'name="is_active"' in html:
+        data["is_active"] = "on" if re.search(r'name="is_active"[^>]*checked', html) else ""
+    data.pop("csrfmiddlewaretoken", None)
+    return data
+
+
+def test_the_admin_masks_header_values_and_keeps_them_when_saved_unchanged(
+        staff, make_target):
+    target = make_target(headers={"Authorization": TOKEN, "X-Api-Key": "k1"}, timeout=5,
+                         retry_schedule=[5, 300])
+    html = change_form(staff, target).content.decode()
+    assert TOKEN not in html
+    data = form_data(html)
+    # In any order: PostgreSQL's jsonb keeps keys in an order of its own.
+    assert set(data["headers"].splitlines()) == {"Authorization: ••••••0123",
+                                                 "X-Api-Key: ••••••"}
+    assert data["retry_schedule"] == "5s, 5m"
+    data["headers"] += "\nX-New: added"
+    response = staff.post(reverse("admin:djwebhooks_webhooktarget_change", args=[target.pk]),
+                          data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    target.refresh_from_db()
+    assert target.headers == {"Authorization": TOKEN, "X-Api-Key": "k1", "X-New": "added"}
+    assert (target.timeout, target.retry_schedule) == (5, [5, 300])
+
+
+def test_the_admin_refuses_a_reserved_header_and_says_why(staff, make_target):
+    target = make_target()
+    data = form_data(change_form(staff, target).content.decode())
+    data["headers"] = "webhook-signature: v1,forged"
+    response = staff.post(reverse("admin:djwebhooks_webhooktarget_change", args=[target.pk]),
+                          data)
+    assert response.status_code == 200
+    assert "set by the sender itself" in response.content.decode()
+    target.refresh_from_db()
+    assert target.headers == {}
+
+
+def test_the_secret_pages_show_header_values_whole(staff, make_target, user):
+    target = make_target(headers={"Authorization": TOKEN})
+    page = staff.get(reverse("admin:djwebhooks_webhooktarget_secret", args=[target.pk]))
+    assert f"Authorization: {TOKEN}" in page.content.decode()
+    owner = Client()
+    owner.force_login(user)
+    page = owner.post(reverse("djwebhooks:target-secret", args=[target.pk]))
+    assert f"Authorization: {TOKEN}" in page.content.decode()
+
+
+def test_the_owners_pages_show_and_edit_the_options(make_target, user):
+    target = make_target(headers={"Authorization": TOKEN})
+    owner = Client()
+    owner.force_login(user)
+    detail = owner.get(reverse("djwebhooks:target", args=[target.pk])).content.decode()
+    assert TOKEN not in detail and "Authorization: ••••••0123" in detail
+    assert "30 s (the sender's)" in detail
+    assert "5s, 5m, 30m, 2h, 5h, 10h, 10h (the sender&#x27;s)" in detail
+    edit = owner.get(reverse("djwebhooks:target-edit", args=[target.pk])).content.decode()
+    assert TOKEN not in edit
+    data = form_data(edit)
+    data.update(timeout="2.5", retry_schedule="none")
+    response = owner.post(reverse("djwebhooks:target-edit", args=[target.pk]), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    target.refresh_from_db()
+    assert (target.headers, target.timeout, target.retry_schedule) == (
+        {"Authorization": TOKEN}, 2.5, [])
+    detail = owner.get(reverse("djwebhooks:target", args=[target.pk])).content.decode()
+    assert "2.5 s" in detail and "none: no retries" in detail
+
+
+def test_a_deliverys_page_shows_the_targets_headers_masked(make_target, user):
+    target = make_target(headers={"Authorization": TOKEN})
+    delivery = Delivery.objects.create(webhook_target=target, event="project.update",
+                                       payload_json="{}", hash_value="msg_1")
+    shown = dict(display.request_headers(delivery))
+    assert shown["Authorization"] == "••••••0123"
+    owner = Client()
+    owner.force_login(user)
+    page = owner.get(reverse("djwebhooks:delivery", args=[delivery.pk])).content.decode()
+    assert TOKEN not in page and "••••••0123" in page
+
+
+# The API
+
+
+@pytest.fixture
+def api(user):
+    return Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create(user, 'tests')[1]}")
+
+
+def api_patch(api, target, body):
+    return api.patch(f"/webhooks/api/targets/{target.pk}/", json.dumps(body),
+                     content_type="application/json")
+
+
+def test_the_api_shows_headers_masked_and_keeps_a_masked_value_sent_back(api, make_target):
+    target = make_target(headers={"Authorization": TOKEN, "X-Api-Key": "k1"})
+    shown = api.get(f"/webhooks/api/targets/{target.pk}/").json()
+    assert shown["headers"] == {"Authorization": "••••••0123", "X-Api-Key": "••••••"}
+    assert (shown["timeout"], shown["retry_schedule"]) == (None, None)
+    headers = {**shown["headers"], "X-Api-Key": "k2"}
+    response = api_patch(api, target, {"headers": headers, "timeout": 3,
+                                       "retry_schedule": [10, 60]})
+    assert response.status_code == 200, response.json()
+    target.refresh_from_db()
+    assert target.headers == {"Authorization": TOKEN, "X-Api-Key": "k2"}
+    assert (target.timeout, target.retry_schedule) == (3, [10, 60])
+    assert response.json()["headers"] == {"Authorization": "••••••0123",
+                                          "X-Api-Key": "••••••"}
+
+
+@pytest.mark.parametrize("body, field, message", [
+    ({"headers": {"Content-Length": "0"}}, "headers", "set by the sender itself"),
+    ({"headers": {"X-A": "a\nb"}}, "headers", "printable ASCII"),
+    ({"headers": ["X-A: 1"]}, "headers", "Must be an object"),
+    ({"timeout": True}, "timeout", "Must be a number"),
+    ({"timeout": 0.2}, "timeout", "greater than or equal to 1"),
+    ({"timeout": 300}, "timeout", "TOTAL_TIMEOUT"),
+    ({"retry_schedule": "5s"}, "retry_schedule", "Must be a list"),
+    ({"retry_schedule": [5, "x"]}, "retry_schedule", "1 second to 7 days"),
+    ({"retry_schedule": [1e308]}, "retry_schedule", "1 second to 7 days"),
+])
+def test_the_api_refuses_bad_options_and_keeps_the_target(api, make_target, body, field,
+                                                           message):
+    target = make_target(headers={"X-Api-Key": "k1"})
+    response = api_patch(api, target, body)
+    assert response.status_code == 400
+    assert message in response.json()["fields"][field][0]
+    target.refresh_from_db()
+    assert (target.headers, target.timeout, target.retry_schedule) == (
+        {"X-Api-Key": "k1"}, None, None)
+
+
+def test_replayed_options_are_the_targets_current_ones(make_target, user, receiver):
+    # Options belong to the target, not the delivery: a replay uses what is set now.
+    receiver.default = Reply(status=500)
+    target = make_target(retry_schedule=[])
+    [delivery] = send_event("project.update", {"n": 1}, owner=user)
+    receiver.default = Reply()
+    target.headers = {"X-Api-Key": "rotated"}
+    target.save()
+    replay(Delivery.objects.filter(pk=delivery.pk))
+    assert receiver.requests[-1].headers["x-api-key"] == "rotated"
+    assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.SUCCEEDED
