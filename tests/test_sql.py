@@ -82,7 +82,9 @@ def test_load_gives_what_select_related_gives_for_the_rows_held(
     other = WebhookTarget.objects.create(owner=user, event="project.update",
                                          target_url="https://b.example/",
                                          previous_secret="whsec_old",
-                                         previous_secret_expires=timezone.now())
+                                         previous_secret_expires=timezone.now(),
+                                         headers={"X-Api-Key": "k", "Authorization": "B t"},
+                                         timeout=2.5, retry_schedule=[5, 60.5])
     ids = deliveries(target, 2) + deliveries(other, 1, queued_at=timezone.now())
     assert sorted(_sql.claim("default", "me", limit=10, lease=30)) == sorted(ids)
     not_held = Delivery.objects.create(webhook_target=target, event="project.update",
@@ -100,6 +102,9 @@ def test_load_gives_what_select_related_gives_for_the_rows_held(
         delivery = by_pk[orm.pk]
         assert _values(delivery) == _values(orm)
         assert _values(delivery.webhook_target) == _values(orm.webhook_target)
+        if delivery.webhook_target.pk == other.pk:  # its options, read as they were saved
+            assert (delivery.webhook_target.headers, delivery.webhook_target.retry_schedule) \
+                == ({"X-Api-Key": "k", "Authorization": "B t"}, [5, 60.5])
         assert _values(delivery.webhook_target.owner) == _values(orm.webhook_target.owner)
         assert delivery.created.tzinfo == orm.created.tzinfo
         assert delivery._state.db == "default" and not delivery._state.adding
