@@ -343,3 +343,45 @@ def test_screenshots_of_the_target_list_a_target_and_a_delivery(
     page.goto(reverse("djwebhooks:delivery", args=[delivery.pk]))
     expect(heading(page)).to_have_text(f"Delivery {delivery.hash_value}")
     screenshot(page, "delivery")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_set_an_api_key_header_keep_it_masked_and_the_receiver_gets_it(
+        pages, page, log_in, user, receiver, screenshot):
+    log_in(user)
+    key = "Bearer k-0123456789abcdefghij"
+    target = WebhookTarget.objects.create(owner=user, event="project.update",
+                                          target_url=receiver.url + "/hook/")
+
+    page.goto(reverse("djwebhooks:target-edit", args=[target.pk]))
+    page.get_by_label("Headers").fill(f"Authorization: {key}")
+    page.get_by_label("Retry schedule").fill("5s, 1m")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Webhook saved.")).to_be_visible()
+    expect(page.get_by_text("Authorization: ••••••ghij")).to_be_visible()
+    assert key not in page.content()
+    screenshot(page, "target-with-header")
+
+    # Edited again without touching the masked value: the key is kept.
+    page.goto(reverse("djwebhooks:target-edit", args=[target.pk]))
+    expect(page.get_by_label("Headers")).to_have_value("Authorization: ••••••ghij")
+    page.get_by_label("Timeout").fill("5")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Webhook saved.")).to_be_visible()
+    target.refresh_from_db()
+    assert (target.headers, target.timeout, target.retry_schedule) == (
+        {"Authorization": key}, 5, [5, 60])
+
+    page.get_by_role("button", name="Send test event").click()
+    expect(page.get_by_text("Test event sent.")).to_be_visible()
+    [received] = wait_for_requests(receiver, 1)
+    assert received.headers["authorization"] == key
+
+    # A header that would replace the signature is refused beside its field.
+    page.goto(reverse("djwebhooks:target-edit", args=[target.pk]))
+    page.get_by_label("Headers").fill("webhook-signature: v1,forged")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("is set by the sender itself")).to_be_visible()
+    screenshot(page, "reserved-header-refused")
+    target.refresh_from_db()
+    assert target.headers == {"Authorization": key}
