@@ -183,11 +183,11 @@ def check_schedule(value):
 def parse_schedule(text):
     """Read waits written as ``5s, 5m, 30m, 2h, 1d`` (a bare number is seconds); raise
     ``OptionError``. Blank text is an empty schedule."""
+    if not text.strip():
+        return ()
     waits = []
     for part in text.replace(";", ",").split(","):
         part = part.strip()
-        if not part and not text.strip():
-            continue
         match = _WAIT.fullmatch(part.lower())
         if not match:
             raise OptionError(f"{_shown(part)} is not a wait: write waits such as 5s, 5m, "

@@ -31,8 +31,7 @@ def retry_schedule(target):
     """A target's retry schedule as a sentence: its own, none, or the sender's."""
     schedule = target.retry_schedule
     if schedule is None:
-        waits = [wait.total_seconds() if hasattr(wait, "total_seconds") else wait
-                 for wait in conf.get_setting("RETRY_SCHEDULE")]
+        waits = conf.get_retry_policy().schedule
         return _("%(waits)s (the sender's)") % {"waits": options.format_schedule(waits)}
     try:
         waits = options.check_schedule(schedule)
