@@ -172,6 +172,12 @@ class WebhookTarget(TimeStampedModel):
         help_text=_("Waits before each retry, in seconds; the sender's RETRY_SCHEDULE "
                     "applies when empty, and an empty list means no retries."),
     )
+    ordered = models.BooleanField(
+        _("ordered"), default=False,
+        help_text=_("Send its deliveries one at a time, in the order they were created: "
+                    "one that fails holds back those after it until it succeeds, fails "
+                    "for good or is skipped."),
+    )
     consecutive_failures = models.PositiveIntegerField(
         _("consecutive failures"), default=0,
         help_text=_("Failed attempts since the last success."),
@@ -195,7 +201,10 @@ class WebhookTarget(TimeStampedModel):
             )
         ]
         indexes = [
-            models.Index(fields=["event", "owner", "identifier"], name="djwebhooks_target_lookup")
+            models.Index(fields=["event", "owner", "identifier"], name="djwebhooks_target_lookup"),
+            # The few ordered targets, which every claim looks up.
+            models.Index(fields=["ordered"], condition=models.Q(ordered=True),
+                         name="djwebhooks_target_ordered"),
         ]
 
     def __str__(self):
@@ -421,6 +430,14 @@ class Delivery(TimeStampedModel):
                 fields=["next_attempt_at", "id"],
                 condition=models.Q(status="pending"),
                 name="djwebhooks_delivery_due",
+            ),
+            # Each target's pending deliveries in creation order: an ordered target's claim
+            # asks whether one comes before the delivery it would take. (The status column
+            # is for MySQL and MariaDB, where the index is whole.)
+            models.Index(
+                fields=["webhook_target", "status", "id"],
+                condition=models.Q(status="pending"),
+                name="djwebhooks_delivery_line",
             ),
             # Failed deliveries, oldest first, as they are listed and replayed.
             models.Index(
