@@ -2,7 +2,7 @@
 
 __version__ = "0.3.0"
 
-__all__ = ["__version__", "hook", "replay", "send_event", "webhook"]
+__all__ = ["__version__", "hook", "replay", "send_event", "skip", "webhook"]
 
 
 def __getattr__(name):
@@ -12,7 +12,7 @@ def __getattr__(name):
         from djwebhooks import decorators
 
         return getattr(decorators, name)
-    if name in ("send_event", "replay"):
+    if name in ("send_event", "replay", "skip"):
         from djwebhooks import events
 
         return getattr(events, name)

@@ -14,7 +14,7 @@ from functools import cache
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import DurationField, F, Value
+from django.db.models import DurationField, Exists, F, OuterRef, Q, Value
 
 from djwebhooks.models import (
     SQL_NOW,
@@ -73,9 +73,15 @@ def claim(using, claimant, *, limit, lease, ids=None, exclude_targets=()):
     Rows another transaction has locked are skipped, not waited for, where the database has
     ``SKIP LOCKED``; the ``UPDATE`` checks again that each row is due and free, so two
     claimants cannot both take a row anywhere.
+
+    An ordered target's delivery is claimed only in its turn (``in_turn()``): when no
+    delivery of its target created before it is pending, and none is being sent. Two
+    claims made at once could each see the other's delivery as not yet claimed, so each
+    checks its ordered deliveries again under a lock of their targets' rows, against what
+    has committed since (SQLite checks in the ``UPDATE``, under its write lock).
     """
     connection = connections[using]
-    rows = Delivery.objects.using(using).due()
+    rows = Delivery.objects.using(using).due().in_turn()
     if ids is not None:
         rows = rows.filter(pk__in=list(ids))
     if exclude_targets:
@@ -90,21 +96,26 @@ def claim(using, claimant, *, limit, lease, ids=None, exclude_targets=()):
         if not candidates:
             return []
     with transaction.atomic(using=using):
-        if connection.vendor != "sqlite":
+        free = Delivery.objects.using(using).due()
+        if connection.vendor == "sqlite":
+            # Checked again under the write lock. (MySQL refuses an UPDATE that reads its
+            # own table in a subquery; elsewhere _check_turns checks.)
+            free = free.in_turn()
+        else:
             if connection.features.has_select_for_update_skip_locked:
                 rows = rows.select_for_update(skip_locked=True)
             candidates = list(rows.values_list("pk", flat=True)[:limit])
             if not candidates:
                 return []
-        Delivery.objects.using(using).due().filter(pk__in=candidates).update(
-            claimed_by=claimant, claimed_until=now_plus(lease)
-        )
-        return list(
-            Delivery.objects.using(using)
-            .filter(pk__in=candidates, claimed_by=claimant, status=PENDING)
-            .order_by("next_attempt_at", "pk")
-            .values_list("pk", flat=True)
-        )
+        free.filter(pk__in=candidates).update(claimed_by=claimant, claimed_until=now_plus(lease))
+        claimed = Delivery.objects.using(using).filter(pk__in=candidates, claimed_by=claimant,
+                                                        status=PENDING)
+        if connection.vendor != "sqlite":
+            ordered = WebhookTarget.objects.using(using).filter(
+                pk__in=claimed.values("webhook_target_id"), ordered=True)
+            if ordered.exists():
+                _check_turns(using, claimant, claimed, ordered)
+        return list(claimed.order_by("next_attempt_at", "pk").values_list("pk", flat=True))
 
 
 def _claim_returning(using, rows, claimant, limit, lease):
@@ -119,16 +130,51 @@ def _claim_returning(using, rows, claimant, limit, lease):
         inner_sql, inner_params = inner.query.get_compiler(using).as_sql()
         if _compiled_times_apply(connection):
             _compiled_times(cursor)
+        target = quote(_column("webhook_target"))
+        targets = WebhookTarget._meta
         cursor.execute(
             f"UPDATE {quote(Delivery._meta.db_table)} "
             f"SET {quote(_column('claimed_by'))} = %s, "
             f"{quote(_column('claimed_until'))} = STATEMENT_TIMESTAMP() + %s "
             f"WHERE {pk} IN ({inner_sql}) "
-            f"RETURNING {pk}, {quote(_column('next_attempt_at'))}",
+            f"RETURNING {pk}, {quote(_column('next_attempt_at'))}, {target} IN ("
+            f"SELECT {quote(targets.pk.column)} FROM {quote(targets.db_table)} "
+            f"WHERE {quote(_column('ordered', WebhookTarget))})",
             [claimant, timedelta(seconds=lease), *inner_params],
         )
         rows = cursor.fetchall()
-    return [pk for pk, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
+        ordered = [pk for pk, _, in_order in rows if in_order]
+        if ordered:
+            claimed = Delivery.objects.using(using).filter(pk__in=ordered)
+            lost = _check_turns(using, claimant, claimed, WebhookTarget.objects.using(
+                using).filter(pk__in=claimed.values("webhook_target_id"), ordered=True))
+            rows = [row for row in rows if row[0] not in lost]
+    return [pk for pk, *_ in sorted(rows, key=lambda row: (row[1], row[0]))]
+
+
+def _check_turns(using, claimant, claimed, ordered):
+    """Give back those of the deliveries just ``claimed`` (a queryset) that are not in
+    their turn after all; return their ids.
+
+    The ``ordered`` targets' rows are locked first, in id order, so that the claims of
+    one target are checked one after the other, and this check (a statement of its own,
+    which sees what committed since the claim's) sees a delivery another claim took
+    meanwhile, or one that became pending again (a replay). Run in the claim's
+    transaction, at the default isolation level (READ COMMITTED).
+    """
+    list(ordered.order_by("pk").select_for_update().values_list("pk", flat=True))
+    before = Delivery.objects.using(using).filter(
+        webhook_target_id=OuterRef("webhook_target_id"), status=PENDING
+    ).exclude(pk=OuterRef("pk")).filter(
+        Q(pk__lt=OuterRef("pk"))
+        | (Q(claimed_until__gte=DatabaseNow()) & ~Q(claimed_by=claimant))
+    )
+    lost = list(claimed.filter(webhook_target_id__in=ordered.values("pk"), claimed_by=claimant)
+                .filter(Exists(before)).values_list("pk", flat=True))
+    if lost:
+        Delivery.objects.using(using).filter(pk__in=lost, claimed_by=claimant).update(
+            claimed_by="", claimed_until=None)
+    return set(lost)
 
 
 def renew(using, claimant, ids, lease):

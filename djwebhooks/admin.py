@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 
 from djwebhooks import rotation
-from djwebhooks.events import replay
+from djwebhooks.events import replay, skip
 from djwebhooks.forms import WebhookTargetForm
 from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
 from djwebhooks.portal import charts, display, stats
@@ -464,7 +464,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     list_select_related = ["webhook_target__owner"]
     date_hierarchy = "created"
     inlines = [DeliveryAttemptInline]
-    actions = ["replay_deliveries"]
+    actions = ["replay_deliveries", "skip_deliveries"]
     fields = ["hash_value", "event", "target", "owner_column", "status", "reason",
               "success", "attempt", "response_status", "next_attempt_at_time", "claimed_by",
               "claimed_until_time", "queued_at_time", "replayed_by", "created_at",
@@ -612,6 +612,39 @@ class DeliveryAdmin(admin.ModelAdmin):
                 "it again once its attempt is recorded if it fails.",
                 "%(count)d deliveries were being sent at that moment and were left alone; "
                 "replay them again once their attempts are recorded if they fail.",
+                wanted - len(ids)) % {"count": wanted - len(ids)}, messages.INFO)
+
+    @admin.action(description=_("Skip selected pending deliveries (cancel them)"),
+                  permissions=["replay"])
+    def skip_deliveries(self, request, queryset):
+        """Cancel the selected pending deliveries; at an ordered target, the next one's
+        turn comes."""
+        pending = queryset.filter(status=Delivery.Status.PENDING)
+        wanted = pending.count()
+        ids = skip(pending, skipped_by=request.user)
+        for start in range(0, len(ids), LOG_BATCH):
+            LogEntry.objects.log_actions(
+                request.user.pk, Delivery.objects.filter(pk__in=ids[start:start + LOG_BATCH]),
+                CHANGE, gettext("Skipped (action)."))
+        self.message_user(request, ngettext(
+            "Skipped %(count)d delivery: it is cancelled, and at an ordered target the next "
+            "one goes.", "Skipped %(count)d deliveries: they are cancelled, and at ordered "
+            "targets the next ones go.", len(ids)) % {"count": len(ids)},
+            messages.SUCCESS if ids else messages.INFO)
+        others = queryset.count() - wanted
+        if others:
+            self.message_user(request, ngettext(
+                "%(count)d delivery was not pending (it had succeeded, failed or been "
+                "cancelled) and was left alone.",
+                "%(count)d deliveries were not pending (they had succeeded, failed or been "
+                "cancelled) and were left alone.", others) % {"count": others},
+                messages.INFO)
+        if len(ids) < wanted:
+            self.message_user(request, ngettext(
+                "%(count)d delivery was being sent at that moment and was left alone; skip "
+                "it again once its attempt is recorded if it is still pending.",
+                "%(count)d deliveries were being sent at that moment and were left alone; "
+                "skip them again once their attempts are recorded if they are still pending.",
                 wanted - len(ids)) % {"count": wanted - len(ids)}, messages.INFO)
 
     def has_replay_permission(self, request):

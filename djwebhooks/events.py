@@ -224,6 +224,37 @@ def replay(deliveries, *, replayed_by=None):
     return ids
 
 
+def skip(deliveries, *, skipped_by=None):
+    """Cancel the pending ``deliveries`` (a queryset, or an iterable of deliveries or ids)
+    that no worker is sending at this moment; return the ids cancelled.
+
+    At an ordered target this skips the delivery the others wait for: the next one's turn
+    comes, and it is handed to the backend after commit. ``skipped_by``, the user who
+    asked (or None), is named in the deliveries' reason.
+    """
+    if isinstance(deliveries, models.QuerySet):
+        ids = list(deliveries.values_list("pk", flat=True))
+    else:
+        ids = [getattr(item, "pk", item) for item in deliveries]
+    if not ids:
+        return []
+    who = skipped_by.get_username() if skipped_by is not None else ""
+    ids, targets = queue.cancel(ids, f"skipped by {who}" if who else "skipped")
+    if targets:
+        transaction.on_commit(partial(_hand_over_turns, targets), using=queue.database(),
+                              robust=True)
+    return ids
+
+
+def _hand_over_turns(targets):
+    try:
+        get_backend().hand_over_turns(targets)
+    except Exception:
+        logger.exception("Could not hand the next deliveries of ordered targets %s to the "
+                         "backend; they stay due, for webhooks_sweep or a worker.",
+                         sorted(targets))
+
+
 def split_call(wrapped, args, kwargs):
     """Find ``owner`` and ``identifier`` in a call, and the arguments ``wrapped`` accepts.
 

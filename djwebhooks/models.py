@@ -340,6 +340,23 @@ class DeliveryQuerySet(models.QuerySet):
         )
 
 
+    def in_turn(self, now=None):
+        """Leave out the deliveries of ordered targets that must wait for another of their
+        target's: one created before them that is still pending, or one being sent (held
+        by a live claim, by the database's clock or at ``now``)."""
+        now = DatabaseNow() if now is None else now
+        line = self.model._default_manager.filter(
+            webhook_target_id=models.OuterRef("webhook_target_id"),
+            status=Delivery.Status.PENDING,
+        )
+        ordered = WebhookTarget.objects.filter(ordered=True).values("pk")
+        return self.filter(
+            ~models.Q(webhook_target_id__in=ordered)
+            | (~models.Exists(line.filter(pk__lt=models.OuterRef("pk")))
+               & ~models.Exists(line.filter(claimed_until__gte=now)))
+        )
+
+
 class Delivery(TimeStampedModel):
     """One message to one target, with its status after the latest attempt."""
 

@@ -98,6 +98,8 @@ def overdue(*, limit, requeue_after):
     """Return the ids of up to ``limit`` deliveries that are due, that no one has claimed
     (or whose claim has expired), and that no queue has been holding for them in the last
     ``requeue_after`` seconds: those a queue lost, or was never given. Oldest due first.
+    A delivery of an ordered target that waits for an earlier one is not overdue: it is
+    handed over once its turn comes.
 
     Read through the partial index of pending deliveries by due time, so its cost follows
     the number of pending deliveries, not the size of the table.
@@ -114,6 +116,7 @@ def overdue_deliveries(requeue_after):
         .filter(status=PENDING, next_attempt_at__lte=now)
         .filter(models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=now))
         .filter(models.Q(queued_at__isnull=True) | models.Q(queued_at__lt=cutoff))
+        .in_turn()
         .order_by("next_attempt_at", "pk")
     )
 
@@ -131,6 +134,19 @@ def not_yet_free(ids):
         elif due is not None and due > now:
             waiting[pk] = due
     return waiting
+
+
+def in_turn(*, ids=None, targets=None):
+    """Return the ids of the deliveries of ordered targets (among ``ids``, or of the targets
+    ``targets``) that can be sent now: due, free, and in their turn. At most one a target.
+    """
+    rows = Delivery.objects.using(database()).due().in_turn().filter(
+        webhook_target__ordered=True)
+    if ids is not None:
+        rows = rows.filter(pk__in=list(ids))
+    if targets is not None:
+        rows = rows.filter(webhook_target_id__in=list(targets))
+    return list(rows.order_by("pk").values_list("pk", flat=True))
 
 
 def mark_queued(ids):
@@ -372,6 +388,29 @@ def _log(item, result):
         logger.warning("Delivery %s attempt %s came back after its claim was lost: %s "
                        "(kept as an attempt; the delivery is left as it is).", delivery.pk,
                        item.attempt.attempt, result.notification or result.error)
+
+
+def cancel(ids, reason):
+    """Cancel the pending deliveries ``ids`` that no live claim holds (one being sent now
+    finishes as its attempt goes); return the ids cancelled, and the ordered targets among
+    theirs (``(ids, target ids)``)."""
+    using = database()
+    reason = reason[:255]
+    with transaction.atomic(using=using):
+        now = _sql.db_now(using)
+        free = Delivery.objects.using(using).filter(pk__in=list(ids), status=PENDING).filter(
+            models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=DatabaseNow())
+        )
+        cancelled = sorted(_sql.update_rows(using, free, {
+            "status": CANCELLED, "next_attempt_at": None, "reason": reason, "claimed_by": "",
+            "claimed_until": None, "queued_at": None, "replayed_by": None, "modified": now,
+        }))
+        targets = set(Delivery.objects.using(using).filter(
+            pk__in=cancelled, webhook_target__ordered=True).values_list(
+            "webhook_target_id", flat=True))
+    for pk in cancelled:
+        logger.info("Delivery %s cancelled: %s.", pk, reason)
+    return cancelled, targets
 
 
 def make_due(ids, *, replayed_by=None):

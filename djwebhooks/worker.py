@@ -99,6 +99,9 @@ class Worker:
         self._in_flight = 0
         self._stopping = False
         self._results = []
+        #: True once a result of an ordered target is in: the target's next delivery waits
+        #: for it to be recorded, so it is recorded at once.
+        self._turn_waits = False
         #: Claimed deliveries not yet recorded nor given back: id -> monotonic expiry.
         self._held = {}
         self._lost = set()  # held ids whose claim a renewal did not find any more
@@ -399,7 +402,8 @@ class Worker:
 
     def _enough_results(self):
         done, pending = len(self._results), self._in_flight
-        return self._stopping or pending == 0 or done >= max(1, (done + pending) // 2)
+        return (self._stopping or pending == 0 or self._turn_waits
+                or done >= max(1, (done + pending) // 2))
 
     def _release_unsent(self):
         """Give back the claims of deliveries claimed ahead that no thread has started."""
@@ -474,6 +478,7 @@ class Worker:
         """Record the results the threads have handed back, in one batch."""
         with self._changed:
             finished, self._results = self._results, []
+            self._turn_waits = False
             outcomes, given_back, others = [], [], 0
             for delivery, result in finished:
                 lost = delivery.pk in self._lost
@@ -541,6 +546,8 @@ class Worker:
                     del self._sending[target]
             self._results.append((delivery, result))
             self._in_flight -= 1
+            if delivery.webhook_target.ordered:
+                self._turn_waits = True
             # Wake the main thread only when it has enough to do: waking it for every
             # result would cost a thread switch per delivery.
             if self._enough_results():

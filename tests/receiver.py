@@ -1,5 +1,6 @@
 """A real HTTP receiver on 127.0.0.1 for wire-level tests, scriptable per request."""
 
+import collections
 import contextlib
 import socket
 import threading
@@ -48,10 +49,15 @@ class Receiver:
         self.replies = []
         self.default = Reply()
         self.routes = {}  # path -> Reply, before ``replies`` and ``default``
+        #: A function of each ``Received`` request (called under a lock) that returns its
+        #: ``Reply``, or None for the usual one; before everything else.
+        self.respond = None
         self.in_flight = 0
         self.most_in_flight = 0  # the most requests answered at once
+        self.most_in_flight_by_path = collections.Counter()
         self._lock = threading.Lock()
         receiver = self
+        in_flight = collections.Counter()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -61,20 +67,25 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver._lock:
-                    receiver.requests.append(
-                        Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
-                                 body, self.client_address[:2])
-                    )
-                    reply = receiver.routes.get(self.path) or (
-                        receiver.replies.pop(0) if receiver.replies else receiver.default
-                    )
+                    received = Received("POST", self.path,
+                                        {k.lower(): v for k, v in self.headers.items()},
+                                        body, self.client_address[:2])
+                    receiver.requests.append(received)
+                    reply = (receiver.respond and receiver.respond(received)) or \
+                        receiver.routes.get(self.path) or (
+                            receiver.replies.pop(0) if receiver.replies else receiver.default
+                        )
                     receiver.in_flight += 1
                     receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                    in_flight[self.path] += 1
+                    most = receiver.most_in_flight_by_path
+                    most[self.path] = max(most[self.path], in_flight[self.path])
                 try:
                     self.answer(reply)
                 finally:
                     with receiver._lock:
                         receiver.in_flight -= 1
+                        in_flight[self.path] -= 1
 
             def answer(self, reply):
                 if reply.barrier is not None:

@@ -1,8 +1,12 @@
 """The backend contract: ``enqueue(delivery_ids, *, run_after=None)``, called once the
 caller has committed, and again for each retry when the backend can defer."""
 
+import logging
+import time
 from datetime import datetime, timezone
 from numbers import Integral
+
+logger = logging.getLogger("djwebhooks.backends")
 
 
 class BaseBackend:
@@ -53,22 +57,64 @@ class BaseBackend:
 
     def run(self, delivery_ids, **kwargs):
         """Send ``delivery_ids`` now, in this process, through the one send path; enqueue
-        each retry through this backend when it defers. Queue workers call this."""
+        each retry through this backend when it defers. Queue workers call this.
+
+        Deliveries of an ordered target are sent one after the other, each once the one
+        before it has been recorded. When the backend defers, the delivery whose turn
+        comes after one finished here is enqueued (it may be in no batch at hand: it was
+        handed over, and dropped, while it waited).
+        """
         # Imported here, so that a backend module can be imported before Django is set up
         # (a Celery app's configuration reads BEAT_SCHEDULE that early).
         from djwebhooks import queue
         from djwebhooks.sending import send_deliveries
 
         kwargs.setdefault("concurrency", self.concurrency)
-        if not self.defers:
-            return send_deliveries(delivery_ids, **kwargs)
-        kwargs.setdefault("retry", self.enqueue)
-        kwargs.setdefault("retry_within", self.defer_limit)
+        if self.defers:
+            kwargs.setdefault("retry", self.enqueue)
+            kwargs.setdefault("retry_within", self.defer_limit)
+        budget = kwargs.get("budget")
+        started = time.monotonic()
         outcomes = send_deliveries(delivery_ids, **kwargs)
         unsent = set(delivery_ids) - {delivery.pk for delivery, _ in outcomes}
-        if unsent:
-            self._hand_back(queue.not_yet_free(unsent))
+        while unsent and _finished_ordered(outcomes):
+            # The next of an ordered target's deliveries among those not sent yet.
+            turn = queue.in_turn(ids=unsent)
+            if budget is not None:
+                # What is left of it (send_deliveries gives back what it leaves no time for).
+                kwargs["budget"] = budget - (time.monotonic() - started)
+            sent = send_deliveries(turn, **kwargs) if turn else []
+            if not sent:
+                break
+            outcomes += sent
+            unsent -= {delivery.pk for delivery, _ in sent}
+        if self.defers:
+            if unsent:
+                self._hand_back(queue.not_yet_free(unsent))
+            self.hand_over_turns({delivery.webhook_target_id
+                                  for delivery in _finished_ordered(outcomes)},
+                                 handled=set(delivery_ids))
         return outcomes
+
+    def hand_over_turns(self, targets, *, handled=()):
+        """Enqueue the delivery whose turn has come at each of the ordered ``targets``
+        (target ids), if any, except those in ``handled``. Nothing for a backend whose
+        workers poll. One the backend refuses is marked as held by no queue, for the
+        sweep."""
+        from djwebhooks import queue
+
+        if self.polls or not targets:
+            return
+        ids = [pk for pk in queue.in_turn(targets=targets) if pk not in handled]
+        if not ids:
+            return
+        queue.mark_queued(ids)
+        try:
+            self.enqueue(ids)
+        except Exception:
+            logger.exception("Could not hand deliveries %s, whose turn has come at their "
+                             "ordered targets, to the backend; webhooks_sweep will.", ids)
+            queue.unqueued(ids)
 
     def _hand_back(self, waiting):
         """Enqueue again, for the moment they can be sent, deliveries a task was handed
@@ -119,6 +165,13 @@ class QueueBackend(BaseBackend):
     def rounds(self):
         """The most requests one after the other that a task of ``batch_size`` makes."""
         return -(-self.batch_size // self.concurrency)
+
+
+def _finished_ordered(outcomes):
+    """The deliveries among ``outcomes`` that an ordered target no longer waits for: they
+    succeeded or failed for good."""
+    return [delivery for delivery, _ in outcomes
+            if delivery.status != "pending" and delivery.webhook_target.ordered]
 
 
 def _whole(value):

@@ -52,7 +52,9 @@ class Command(BaseCommand):
                 check_text(option, value, has=what)
         deliveries = Delivery.objects.failed()
         if stale_pending:
-            deliveries = deliveries | Delivery.objects.due(DatabaseNow() - STALE_PENDING_AFTER)
+            # Not those of an ordered target that wait for an earlier one: their turn comes.
+            deliveries = deliveries | Delivery.objects.due(
+                DatabaseNow() - STALE_PENDING_AFTER).in_turn()
         if since is not None:
             deliveries = deliveries.filter(created__gte=parse_since(since))
         if event is not None:
