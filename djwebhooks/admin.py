@@ -177,7 +177,7 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["display_url", "owner_column", "event", "display_identifier", "is_active",
                     "health", "display_secret", "deliveries_link"]
-    list_filter = ["is_active", OwnerFilter, "event", "header_content_type"]
+    list_filter = ["is_active", "ordered", OwnerFilter, "event", "header_content_type"]
     search_fields = ["event", "identifier", "target_url"]
     list_select_related = ["owner"]
     raw_id_fields = ["owner"]
@@ -188,7 +188,7 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     edited_fields = ["owner", "event", "identifier", "target_url", "header_content_type",
                      "is_active"]
     #: Each target's own way of being sent to.
-    option_fields = ["headers", "timeout", "retry_schedule"]
+    option_fields = ["headers", "timeout", "retry_schedule", "ordered"]
     health_fields = ["consecutive_failures", "failing_since_at", "disabled_at_at",
                      "disabled_reason", "last_success", "last_failure", "deliveries_link"]
     time_fields = ["created_at", "modified_at"]
@@ -202,7 +202,9 @@ class WebhookTargetAdmin(admin.ModelAdmin):
         return super().changelist_view(request, {**(extra_context or {}), **WIDE})
 
     def get_fieldsets(self, request, obj=None):
-        options = (_("Delivery options"), {"fields": self.option_fields,
+        fields = [*self.option_fields, "line_head"] if obj is not None and obj.ordered \
+            else self.option_fields
+        options = (_("Delivery options"), {"fields": fields,
                                            "classes": ["collapse"] if obj is None else []})
         if obj is None:
             return [(None, {"fields": self.edited_fields}), options]
@@ -216,7 +218,7 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["display_secret", *self.health_fields, *self.time_fields]
+        return ["display_secret", "line_head", *self.health_fields, *self.time_fields]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         target = self.get_object(request, unquote(object_id))
@@ -248,6 +250,19 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     def deliveries_link(self, obj):
         """A link to the delivery log, filtered by this target."""
         return format_html('<a href="{}">{}</a>', deliveries_url(obj), gettext("Deliveries"))
+
+    @admin.display(description=_("head of the line"))
+    def line_head(self, obj):
+        """The delivery an ordered target's others wait on, how it stands and a link to
+        it; "nothing waiting" when none is pending."""
+        head = display.line_head(obj)
+        if head is None:
+            return gettext("nothing waiting")
+        url = reverse("admin:djwebhooks_delivery_change", args=[head.pk])
+        return format_html(
+            '<a href="{}" id="line-head">{}</a> — {}: {}; {}', url, head.hash_value,
+            head.get_status_display(), head.reason or "-",
+            gettext("next attempt at %(when)s") % {"when": format_time(head.next_attempt_at)})
 
     @admin.display(description=_("last success"))
     def last_success(self, obj):

@@ -1,6 +1,6 @@
 """``WebhookTargetForm``: a target form whose event is picked from the declared events;
-and the fields for a target's own headers and retry schedule, which the owners' forms use
-too."""
+and the fields for a target's own headers, timeout, retry schedule and ordering, which the
+owners' forms use too."""
 
 from django import forms
 from django.db import models
@@ -81,6 +81,11 @@ class TargetOptionsForm(forms.ModelForm):
         label=_("retry schedule"), required=False,
         help_text=_("Waits before each retry, such as 5s, 5m, 30m, 2h, 1d; none for no "
                     "retries. Blank: the sender's schedule."))
+    ordered = forms.BooleanField(
+        label=_("ordered"), required=False,
+        help_text=_("Send its deliveries one at a time, in the order they were created: "
+                    "one that fails holds back those after it until it succeeds, fails "
+                    "for good or is skipped."))
 
     def clean_headers(self):
         stored = self.instance.headers if self.instance.pk else {}
@@ -103,7 +108,7 @@ class WebhookTargetForm(TargetOptionsForm):
     class Meta:
         model = WebhookTarget
         fields = ["owner", "event", "identifier", "target_url", "header_content_type",
-                  "is_active", "headers", "timeout", "retry_schedule"]
+                  "is_active", "headers", "timeout", "retry_schedule", "ordered"]
         formfield_callback = formfield
 
     def __init__(self, *args, **kwargs):

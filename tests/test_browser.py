@@ -385,3 +385,36 @@ def test_set_an_api_key_header_keep_it_masked_and_the_receiver_gets_it(
     screenshot(page, "reserved-header-refused")
     target.refresh_from_db()
     assert target.headers == {"Authorization": key}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tick_ordered_on_the_edit_page_and_see_it_on_the_webhook_s_page(
+        pages, page, log_in, user, receiver, screenshot):
+    log_in(user)
+    target = WebhookTarget.objects.create(owner=user, event="project.update",
+                                          target_url=receiver.url + "/hook/")
+
+    page.goto(reverse("djwebhooks:target", args=[target.pk]))
+    expect(page.locator("#ordered")).to_have_text("no")
+
+    page.goto(reverse("djwebhooks:target-edit", args=[target.pk]))
+    box = page.get_by_label("Ordered")
+    expect(box).not_to_be_checked()
+    expect(box).to_have_accessible_description(re.compile(
+        "^Send its deliveries one at a time, in the order they were created"))
+    box.check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Webhook saved.")).to_be_visible()
+    expect(page.locator("#ordered")).to_have_text("yes")
+    screenshot(page, "target-ordered")
+    target.refresh_from_db()
+    assert target.ordered is True
+
+    # Back on the edit page it is still ticked; unticked and saved, it is off again.
+    page.goto(reverse("djwebhooks:target-edit", args=[target.pk]))
+    expect(page.get_by_label("Ordered")).to_be_checked()
+    page.get_by_label("Ordered").uncheck()
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#ordered")).to_have_text("no")
+    target.refresh_from_db()
+    assert target.ordered is False

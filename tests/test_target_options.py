@@ -1,19 +1,22 @@
 """A target's own options: static headers (sent, masked wherever shown, refused when they
-would replace the sender's or break the request), a timeout within the sender's, and a
-retry schedule of its own; through the model, the admin, the pages and the API."""
+would replace the sender's or break the request), a timeout within the sender's, a retry
+schedule of its own, and whether its deliveries are ordered; through the model, the admin,
+the pages and the API."""
 
 import json
 import logging
 import re
+from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from standardwebhooks import Webhook
 
 from djwebhooks import options, replay, send_event
-from djwebhooks.models import ApiToken, Delivery, DeliveryAttempt
+from djwebhooks.models import ApiToken, Delivery, DeliveryAttempt, WebhookTarget
 from djwebhooks.portal import display
 from djwebhooks.sending import send_deliveries
 from tests.receiver import Reply
@@ -213,8 +216,10 @@ def form_data(html):
                                  re.S):
         chosen = re.search(r'<option value="([^"]*)"[^>]*selected', body)
         data[name] = chosen[1] if chosen else ""
-    if 'name="is_active"' in html:
-        data["is_active"] = "on" if re.search(r'name="is_active"[^>]*checked', html) else ""
+    for box in ("is_active", "ordered"):  # a browser sends a ticked box only
+        data.pop(box, None)
+        if re.search(rf'<input[^>]*name="{box}"[^>]*checked', html):
+            data[box] = "on"
     data.pop("csrfmiddlewaretoken", None)
     return data
 
@@ -356,3 +361,174 @@ def test_replayed_options_are_the_targets_current_ones(make_target, user, receiv
     replay(Delivery.objects.filter(pk=delivery.pk))
     assert receiver.requests[-1].headers["x-api-key"] == "rotated"
     assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.SUCCEEDED
+
+
+# Ordered targets
+
+
+def pending(target, hash_value, **fields):
+    """A delivery to ``target``, pending unless told, made now (so later ones have larger
+    ids)."""
+    fields.setdefault("status", Delivery.Status.PENDING)
+    return Delivery.objects.create(webhook_target=target, event="project.update",
+                                   payload_json="{}", hash_value=hash_value, **fields)
+
+
+def test_the_admin_sets_ordered_and_filters_by_it(staff, make_target):
+    target = make_target()
+    other = make_target(identifier="other")
+    html = change_form(staff, target).content.decode()
+    assert re.search(r'<input type="checkbox" name="ordered"[^>]*>', html)
+    assert "checked" not in re.search(r'<input[^>]*name="ordered"[^>]*>', html)[0]
+    assert "head of the line" not in html.lower()  # only an ordered target has a line
+    data = form_data(html)
+    data["ordered"] = "on"
+    response = staff.post(reverse("admin:djwebhooks_webhooktarget_change", args=[target.pk]),
+                          data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    target.refresh_from_db()
+    assert target.ordered is True
+    assert re.search(r'<input[^>]*name="ordered"[^>]*checked',
+                     change_form(staff, target).content.decode())
+
+    changelist = reverse("admin:djwebhooks_webhooktarget_changelist")
+    # The list offers the filter (the admin would take the lookup in the URL without it).
+    assert "By ordered" in staff.get(changelist).content.decode()
+    page = staff.get(changelist, {"ordered__exact": "1"})
+    assert [row.pk for row in page.context["cl"].result_list] == [target.pk]
+    page = staff.get(changelist, {"ordered__exact": "0"})
+    assert [row.pk for row in page.context["cl"].result_list] == [other.pk]
+
+    # Unticked again (a browser sends no value at all for it), it is saved as off.
+    data = form_data(change_form(staff, target).content.decode())
+    del data["ordered"]
+    staff.post(reverse("admin:djwebhooks_webhooktarget_change", args=[target.pk]), data)
+    target.refresh_from_db()
+    assert target.ordered is False
+
+
+def test_the_admin_shows_which_delivery_heads_an_ordered_targets_line(staff, make_target):
+    from djwebhooks.admin import format_time
+
+    target = make_target(ordered=True)
+    html = change_form(staff, target).content.decode()
+    assert "Head of the line" in html and "nothing waiting" in html
+
+    pending(target, "msg_done", status=Delivery.Status.SUCCEEDED)
+    head = pending(target, "msg_head", reason="attempt 3 of 8: scheduled retry",
+                   next_attempt_at=timezone.now() + timedelta(minutes=5))
+    pending(target, "msg_behind")
+    pending(make_target(identifier="other"), "msg_elsewhere")  # another target's line
+    html = change_form(staff, target).content.decode()
+    line = re.search(r'<a href="([^"]+)" id="line-head">([^<]+)</a>([^<]*)', html)
+    assert line, html
+    assert line[1] == reverse("admin:djwebhooks_delivery_change", args=[head.pk])
+    assert line[2] == "msg_head"
+    assert line[3] == (f" — pending: attempt 3 of 8: scheduled retry; next attempt at "
+                       f"{format_time(head.next_attempt_at)}")
+    assert "nothing waiting" not in html
+
+    # Once the head is done (here: skipped), the next one heads the line.
+    Delivery.objects.filter(pk=head.pk).update(status=Delivery.Status.CANCELLED)
+    html = change_form(staff, target).content.decode()
+    assert re.search(r'id="line-head">msg_behind</a>', html)
+
+
+def test_the_owners_pages_show_and_edit_ordered(make_target, user):
+    target = make_target()
+    owner = Client()
+    owner.force_login(user)
+    detail = owner.get(reverse("djwebhooks:target", args=[target.pk])).content.decode()
+    assert re.search(r'<dt>Ordered</dt><dd id="ordered">no</dd>', detail)
+    edit = owner.get(reverse("djwebhooks:target-edit", args=[target.pk])).content.decode()
+    box = re.search(r'<input[^>]*name="ordered"[^>]*>', edit)[0]
+    assert 'type="checkbox"' in box and "checked" not in box
+    assert 'aria-describedby="id_ordered_help"' in box
+    assert re.search(r'<p class="help" id="id_ordered_help">Send its deliveries one at a '
+                     r'time, in the order they were created', edit)
+    data = form_data(edit)
+    data["ordered"] = "on"
+    response = owner.post(reverse("djwebhooks:target-edit", args=[target.pk]), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    target.refresh_from_db()
+    assert target.ordered is True
+    detail = owner.get(reverse("djwebhooks:target", args=[target.pk])).content.decode()
+    assert re.search(r'<dt>Ordered</dt><dd id="ordered">yes</dd>', detail)
+    assert "First in line" not in detail  # nothing is pending
+
+
+def test_an_ordered_targets_page_names_the_delivery_the_others_wait_on(make_target, user):
+    target = make_target(ordered=True)
+    pending(target, "msg_failed", status=Delivery.Status.FAILED)
+    head = pending(target, "msg_head", reason="attempt 2 of 8: scheduled retry",
+                   next_attempt_at=timezone.now() + timedelta(minutes=5))
+    pending(target, "msg_behind")
+    owner = Client()
+    owner.force_login(user)
+    detail = owner.get(reverse("djwebhooks:target", args=[target.pk])).content.decode()
+    line = re.search(r'<dd id="line-head">(.*?)</dd>', detail, re.S)
+    assert line, detail
+    assert f'href="{reverse("djwebhooks:delivery", args=[head.pk])}"' in line[1]
+    assert "<code>msg_head</code></a>: pending, attempt 2 of 8: scheduled retry" in line[1]
+    assert "next attempt" in line[1] and "msg_behind" not in line[1]
+
+    # The same target unordered: its deliveries do not wait on one another.
+    WebhookTarget.objects.filter(pk=target.pk).update(ordered=False)
+    detail = owner.get(reverse("djwebhooks:target", args=[target.pk])).content.decode()
+    assert 'id="line-head"' not in detail
+
+
+def test_the_api_shows_and_sets_ordered(api, make_target, receiver):
+    target = make_target()
+    assert api.get(f"/webhooks/api/targets/{target.pk}/").json()["ordered"] is False
+    response = api_patch(api, target, {"ordered": True})
+    assert response.status_code == 200, response.json()
+    assert response.json()["ordered"] is True
+    target.refresh_from_db()
+    assert target.ordered is True
+    # A PATCH that leaves it out keeps it.
+    assert api_patch(api, target, {"timeout": 3}).json()["ordered"] is True
+    target.refresh_from_db()
+    assert target.ordered is True
+
+    def create(**fields):
+        body = {"event": "project.update", "target_url": receiver.url + "/new/", **fields}
+        response = api.post("/webhooks/api/targets/", json.dumps(body),
+                            content_type="application/json")
+        assert response.status_code == 201, response.json()
+        return response.json()
+
+    made = create(ordered=True, identifier="a")
+    assert made["ordered"] is True and WebhookTarget.objects.get(pk=made["id"]).ordered
+    made = create(identifier="b")
+    assert made["ordered"] is False
+    assert WebhookTarget.objects.get(pk=made["id"]).ordered is False
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", "false", "on", "", None, [True]])
+def test_the_api_takes_ordered_only_as_a_json_boolean(api, make_target, receiver, value):
+    # Each stored value is the opposite of what a loose reading of the bad one would give.
+    for stored in (False, True):
+        target = make_target(identifier=f"stored-{stored}", ordered=stored)
+        response = api_patch(api, target, {"ordered": value})
+        assert response.status_code == 400
+        assert response.json()["fields"] == {"ordered": ["Must be true or false."]}
+        target.refresh_from_db()
+        assert target.ordered is stored
+    response = api.post("/webhooks/api/targets/", json.dumps(
+        {"event": "project.update", "target_url": receiver.url + "/new/", "ordered": value}),
+        content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"ordered": ["Must be true or false."]}
+    assert not WebhookTarget.objects.filter(target_url=receiver.url + "/new/").exists()
+
+
+def test_the_openapi_document_describes_ordered():
+    from djwebhooks.portal import openapi
+
+    components = openapi.document("https://example.com")["components"]["schemas"]
+    for name in ("Target", "NewTarget", "TargetInput", "TargetPatch"):
+        assert components[name]["properties"]["ordered"]["type"] == "boolean", name
+        assert "one at a time" in components[name]["properties"]["ordered"]["description"]
+    assert "ordered" in components["Target"]["required"]
+    assert "ordered" not in components["TargetInput"]["required"]

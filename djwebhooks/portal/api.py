@@ -40,9 +40,11 @@ MAX_ID = 2**63 - 1
 #: The types each field of a target must have in a request body.
 FIELD_TYPES = {"event": str, "identifier": str, "target_url": str,
                "header_content_type": str, "is_active": bool, "headers": dict,
-               "timeout": (int, float, type(None)), "retry_schedule": (list, type(None))}
+               "timeout": (int, float, type(None)), "retry_schedule": (list, type(None)),
+               "ordered": bool}
 #: What a new target is when the body leaves a field out.
-CREATE_DEFAULTS = {"identifier": "", "header_content_type": JSON, "is_active": True}
+CREATE_DEFAULTS = {"identifier": "", "header_content_type": JSON, "is_active": True,
+                   "ordered": False}
 UNSAFE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 
 
@@ -305,6 +307,7 @@ def target_json(target, *, secret=False):
         "headers": target.masked_headers,
         "timeout": target.timeout,
         "retry_schedule": target.retry_schedule,
+        "ordered": target.ordered,
         "health": stats.health(target).as_json(),
     }
     if secret:

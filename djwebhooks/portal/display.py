@@ -1,5 +1,6 @@
 """How a delivery is shown to its owner: the request's headers (never a secret, the
-target's own headers masked), the payload pretty-printed; and a target's retry schedule."""
+target's own headers masked), the payload pretty-printed; and a target's retry schedule
+and, when it is ordered, the delivery at the head of its line."""
 
 import json
 import time
@@ -7,6 +8,7 @@ import time
 from django.utils.translation import gettext as _
 
 from djwebhooks import conf, options
+from djwebhooks.models import Delivery
 from djwebhooks.senders.orm import DjangoSenderable
 
 #: Shown instead of the signatures, which are made at each attempt with the target's secret.
@@ -38,6 +40,15 @@ def retry_schedule(target):
     except options.OptionError as exc:
         return _("not usable, so the sender's applies: %(why)s") % {"why": exc}
     return options.format_schedule(waits) if waits else _("none: no retries")
+
+
+def line_head(target, deliveries=None):
+    """The delivery the others to ``target`` wait on when it is ordered: its oldest pending
+    delivery (by id), or None when none is pending. ``deliveries`` narrows where it is
+    looked for (the owner's own, on the pages); all of the target's by default."""
+    rows = target.deliveries.all() if deliveries is None else \
+        deliveries.filter(webhook_target=target)
+    return rows.filter(status=Delivery.Status.PENDING).order_by("pk").first()
 
 
 def pretty_payload(delivery):

@@ -71,6 +71,9 @@ def target_properties():
         "retry_schedule": {"type": ["array", "null"], "items": {"type": "number"},
                            "description": "Waits before each retry, in seconds; null: "
                                           "the sender's schedule; []: no retries."},
+        "ordered": {"type": "boolean",
+                    "description": "True: the deliveries are sent one at a time, in the "
+                                   "order they were made."},
         "health": ref("Health"),
     }
 
@@ -113,6 +116,11 @@ def input_schema(required):
                                      "maximum": options.LONGEST_WAIT},
                            "description": "Waits before each retry, in seconds; null for "
                                           "the sender's schedule, [] for no retries."},
+        "ordered": {"type": "boolean",
+                    "description": "True sends the deliveries one at a time, in the order "
+                                   "they were made: one that fails holds back those after "
+                                   "it until it succeeds, fails for good or is cancelled "
+                                   "(default false)."},
     }, required=required)
 
 
