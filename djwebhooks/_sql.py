@@ -81,14 +81,15 @@ def claim(using, claimant, *, limit, lease, ids=None, exclude_targets=()):
     has committed since (SQLite checks in the ``UPDATE``, under its write lock).
     """
     connection = connections[using]
-    rows = Delivery.objects.using(using).due().in_turn()
+    rows = Delivery.objects.using(using).due()
     if ids is not None:
         rows = rows.filter(pk__in=list(ids))
     if exclude_targets:
         rows = rows.exclude(webhook_target_id__in=list(exclude_targets))
     rows = rows.order_by("next_attempt_at", "pk")
     if connection.vendor == "postgresql":
-        return _claim_returning(using, rows, claimant, limit, lease)
+        return _claim_returning(using, rows, claimant, limit, lease, ids, exclude_targets)
+    rows = rows.in_turn()
     if connection.vendor == "sqlite":
         # Read before the transaction: SQLite cannot turn a reading transaction into a
         # writing one while another connection writes, but it waits to start a write.
@@ -118,38 +119,75 @@ def claim(using, claimant, *, limit, lease, ids=None, exclude_targets=()):
         return list(claimed.order_by("next_attempt_at", "pk").values_list("pk", flat=True))
 
 
-def _claim_returning(using, rows, claimant, limit, lease):
-    """PostgreSQL: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``,
-    one statement on the worker's hot path."""
+def _claim_returning(using, rows, claimant, limit, lease, ids, exclude_targets):
+    """PostgreSQL: one statement on the worker's hot path, ``WITH heads AS (...), plain AS
+    (... FOR UPDATE SKIP LOCKED) UPDATE ... RETURNING``.
+
+    ``plain`` reads the due deliveries of unordered targets from the due index. ``heads``
+    reads, for each ordered target, its oldest pending delivery (one probe of the line
+    index), and keeps it if it is due and free and no other delivery of its target is being
+    sent: an ordered target's backlog is never walked. Heads come first, so that a busy
+    sender's unordered deliveries cannot keep an ordered target waiting. The ``UPDATE``
+    checks again that each row is due and free (a head may have been taken meanwhile; the
+    ``UPDATE`` waits for that claim, then skips the row).
+    """
     connection = connections[using]
     quote = _quote(using)
-    pk = quote(Delivery._meta.pk.column)
+    meta, targets = Delivery._meta, WebhookTarget._meta
+    table, target_table = quote(meta.db_table), quote(targets.db_table)
+    pk, target_pk = quote(meta.pk.column), quote(targets.pk.column)
+    target = quote(_column("webhook_target"))
+    status, due = quote(_column("status")), quote(_column("next_attempt_at"))
+    until, ordered = quote(_column("claimed_until")), quote(_column("ordered", WebhookTarget))
+    plain = rows.exclude(webhook_target_id__in=WebhookTarget.objects.filter(
+        ordered=True).values("pk"))
+    narrow, narrow_params = "", []
+    if ids is not None:
+        narrow += f" AND h.{pk} = ANY(%s::bigint[])"
+        narrow_params.append([int(pk_) for pk_ in ids])
+    if exclude_targets:
+        narrow += f" AND NOT t.{target_pk} = ANY(%s::bigint[])"
+        narrow_params.append([int(pk_) for pk_ in exclude_targets])
+    now = "STATEMENT_TIMESTAMP()"
+    heads = (
+        f"SELECT h.{pk} AS pk FROM {target_table} t CROSS JOIN LATERAL ("
+        f"SELECT d.{pk}, d.{due}, d.{until} FROM {table} d WHERE d.{target} = t.{target_pk} "
+        f"AND d.{status} = %s ORDER BY d.{pk} LIMIT 1) h "
+        f"WHERE t.{ordered} AND h.{due} <= {now} "
+        f"AND (h.{until} IS NULL OR h.{until} < {now}) "
+        f"AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.{target} = t.{target_pk} "
+        f"AND e.{status} = %s AND e.{until} >= {now}){narrow} LIMIT %s "
+        # One claim at a time takes an ordered target's delivery; the others pass it by.
+        f"FOR NO KEY UPDATE OF t SKIP LOCKED"
+    )
+    heads_params = [PENDING, PENDING, *narrow_params, limit]
     with transaction.atomic(using=using), connection.cursor() as cursor:
         # Compiled in the transaction: Django refuses FOR UPDATE outside one.
-        inner = rows.select_for_update(skip_locked=True).values("pk")[:limit]
+        inner = plain.select_for_update(skip_locked=True).values("pk")[:limit]
         inner_sql, inner_params = inner.query.get_compiler(using).as_sql()
         if _compiled_times_apply(connection):
             _compiled_times(cursor)
-        target = quote(_column("webhook_target"))
-        targets = WebhookTarget._meta
         cursor.execute(
-            f"UPDATE {quote(Delivery._meta.db_table)} "
-            f"SET {quote(_column('claimed_by'))} = %s, "
-            f"{quote(_column('claimed_until'))} = STATEMENT_TIMESTAMP() + %s "
-            f"WHERE {pk} IN ({inner_sql}) "
-            f"RETURNING {pk}, {quote(_column('next_attempt_at'))}, {target} IN ("
-            f"SELECT {quote(targets.pk.column)} FROM {quote(targets.db_table)} "
-            f"WHERE {quote(_column('ordered', WebhookTarget))})",
-            [claimant, timedelta(seconds=lease), *inner_params],
+            f"WITH heads AS ({heads}), plain AS ({inner_sql}) "
+            f"UPDATE {table} "
+            f"SET {quote(_column('claimed_by'))} = %s, {until} = {now} + %s "
+            # The plain CTE's column is named pk (as Django names values("pk")).
+            f"WHERE {pk} IN (SELECT pk FROM heads UNION ALL SELECT pk FROM plain "
+            f"LIMIT %s) AND {status} = %s AND {due} <= {now} "
+            f"AND ({until} IS NULL OR {until} < {now}) "
+            f"RETURNING {pk}, {due}, {target} IN ("
+            f"SELECT {target_pk} FROM {target_table} WHERE {ordered})",
+            [*heads_params, *inner_params, claimant, timedelta(seconds=lease), limit,
+             PENDING],
         )
         rows = cursor.fetchall()
-        ordered = [pk for pk, _, in_order in rows if in_order]
-        if ordered:
-            claimed = Delivery.objects.using(using).filter(pk__in=ordered)
+        in_line = [row[0] for row in rows if row[2]]
+        if in_line:
+            claimed = Delivery.objects.using(using).filter(pk__in=in_line)
             lost = _check_turns(using, claimant, claimed, WebhookTarget.objects.using(
                 using).filter(pk__in=claimed.values("webhook_target_id"), ordered=True))
             rows = [row for row in rows if row[0] not in lost]
-    return [pk for pk, *_ in sorted(rows, key=lambda row: (row[1], row[0]))]
+    return [row[0] for row in sorted(rows, key=lambda row: (row[1], row[0]))]
 
 
 def _check_turns(using, claimant, claimed, ordered):
@@ -162,7 +200,10 @@ def _check_turns(using, claimant, claimed, ordered):
     meanwhile, or one that became pending again (a replay). Run in the claim's
     transaction, at the default isolation level (READ COMMITTED).
     """
-    list(ordered.order_by("pk").select_for_update().values_list("pk", flat=True))
+    # Not FOR UPDATE where there is a weaker lock: it would hold up inserts of deliveries
+    # (their foreign key's check locks the target row for key share).
+    no_key = connections[using].features.has_select_for_no_key_update
+    list(ordered.order_by("pk").select_for_update(no_key=no_key).values_list("pk", flat=True))
     before = Delivery.objects.using(using).filter(
         webhook_target_id=OuterRef("webhook_target_id"), status=PENDING
     ).exclude(pk=OuterRef("pk")).filter(

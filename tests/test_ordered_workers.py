@@ -4,6 +4,7 @@ the wire."""
 
 import json
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -61,7 +62,7 @@ def test_ordered_targets_get_their_messages_in_creation_order_from_four_workers(
             worker(tmp_path, "b", *args, overrides=overrides) as b, \
             worker(tmp_path, "c", *args, overrides=overrides) as c, \
             worker(tmp_path, "d", *args, overrides=overrides) as d:
-        wait_until(lambda: statuses()["succeeded"] == 6 * MESSAGES, 240,
+        wait_until(lambda: time.sleep(0.5) or statuses()["succeeded"] == 6 * MESSAGES, 240,
                    lambda: f"{statuses()}, {answers}; " + " ".join(
                        w.describe() for w in (a, b, c, d)))
     for path in ordered:
