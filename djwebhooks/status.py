@@ -54,6 +54,7 @@ class Status:
     #: Deliveries waiting for an attempt (status pending), due or not.
     pending: int
     #: Pending deliveries that are due and that no live claim holds: waiting for a sender.
+    #: (Not those of an ordered target that wait for their turn.)
     due: int
     #: How long the oldest of those has been due, in seconds; None when none is.
     oldest_due_seconds: float | None
@@ -84,7 +85,8 @@ def status():
     using = queue.database()
     now = _sql.db_now(using)
     deliveries = Delivery.objects.using(using)
-    due = deliveries.due(now)
+    # Not an ordered target's deliveries that wait for their turn: no sender may take them.
+    due = deliveries.due(now).in_turn(now)
     oldest = (due.order_by("next_attempt_at", "pk")
               .values_list("pk", "next_attempt_at").first())
     targets = WebhookTarget.objects.using(using)

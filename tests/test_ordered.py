@@ -2,6 +2,7 @@
 fails holds back those after it until it succeeds, fails for good or is skipped."""
 
 import logging
+import re
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -153,6 +154,16 @@ def test_the_sweep_hands_over_only_the_one_whose_turn_it_is(lines):
     assert sorted(overdue) == sorted([ordered[0].pk, *(d.pk for d in plain)])
 
 
+def test_status_counts_as_due_only_the_one_whose_turn_it_is(lines):
+    from djwebhooks.status import status
+
+    ordered, plain = lines(3)
+    travel(60)
+    figures = status()
+    assert (figures.pending, figures.due) == (6, 4)
+    assert figures.oldest_due_id in {ordered[0].pk, *(d.pk for d in plain)}
+
+
 def test_a_claim_that_raced_another_gives_its_delivery_back(lines):
     """Two claims at once can each see the other's delivery as free; the check made under
     the target's lock, after the claim, sees what the other committed. The race is made
@@ -288,7 +299,7 @@ def out():
 def locks_targets(query):
     """Whether ``query`` locks webhook target rows (``_check_turns`` does)."""
     sql = query["sql"]
-    return (sql.startswith("SELECT") and sql.rstrip().endswith("FOR UPDATE")
+    return (sql.startswith("SELECT") and re.search(r"FOR (NO KEY )?UPDATE\s*$", sql)
             and WebhookTarget._meta.db_table in sql.split(" WHERE ")[0])
 
 
