@@ -127,9 +127,9 @@ def _claim_returning(using, rows, claimant, limit, lease, ids, exclude_targets):
     reads, for each ordered target, its oldest pending delivery (one probe of the line
     index), and keeps it if it is due and free and no other delivery of its target is being
     sent: an ordered target's backlog is never walked. Heads come first, so that a busy
-    sender's unordered deliveries cannot keep an ordered target waiting. The ``UPDATE``
-    checks again that each row is due and free (a head may have been taken meanwhile; the
-    ``UPDATE`` waits for that claim, then skips the row).
+    sender's unordered deliveries cannot keep an ordered target waiting. Heads are locked
+    as the plain rows are, ``FOR UPDATE SKIP LOCKED``, which checks again that each is due
+    and free as it is now.
     """
     connection = connections[using]
     quote = _quote(using)
@@ -168,17 +168,22 @@ def _claim_returning(using, rows, claimant, limit, lease, ids, exclude_targets):
         if _compiled_times_apply(connection):
             _compiled_times(cursor)
         cursor.execute(
-            f"WITH heads AS ({heads}), plain AS ({inner_sql}) "
+            f"WITH heads AS ({heads}), "
+            # The heads' own rows, locked as the plain ones are (a row another transaction
+            # changed is checked again as it is now; one it holds is passed by).
+            f"head_rows AS (SELECT {pk} AS pk FROM {table} WHERE {pk} = ANY(ARRAY("
+            f"SELECT pk FROM heads)) AND {status} = %s AND {due} <= {now} "
+            f"AND ({until} IS NULL OR {until} < {now}) FOR UPDATE SKIP LOCKED), "
+            f"plain AS ({inner_sql}) "
             f"UPDATE {table} "
             f"SET {quote(_column('claimed_by'))} = %s, {until} = {now} + %s "
             # The plain CTE's column is named pk (as Django names values("pk")).
-            f"WHERE {pk} IN (SELECT pk FROM heads UNION ALL SELECT pk FROM plain "
-            f"LIMIT %s) AND {status} = %s AND {due} <= {now} "
-            f"AND ({until} IS NULL OR {until} < {now}) "
+            f"WHERE {pk} IN (SELECT pk FROM head_rows UNION ALL SELECT pk FROM plain "
+            f"LIMIT %s) "
             f"RETURNING {pk}, {due}, {target} IN ("
             f"SELECT {target_pk} FROM {target_table} WHERE {ordered})",
-            [*heads_params, *inner_params, claimant, timedelta(seconds=lease), limit,
-             PENDING],
+            [*heads_params, PENDING, *inner_params, claimant, timedelta(seconds=lease),
+             limit],
         )
         rows = cursor.fetchall()
         in_line = [row[0] for row in rows if row[2]]
