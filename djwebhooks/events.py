@@ -212,10 +212,7 @@ def replay(deliveries, *, replayed_by=None):
     A replayed delivery that fails again is retried only while its attempts are within
     ``RETRY_SCHEDULE``.
     """
-    if isinstance(deliveries, models.QuerySet):
-        ids = list(deliveries.values_list("pk", flat=True))
-    else:
-        ids = [getattr(item, "pk", item) for item in deliveries]
+    ids = _ids_of(deliveries)
     if not ids:
         return []
     ids = queue.make_due(ids, replayed_by=replayed_by)
@@ -232,10 +229,7 @@ def skip(deliveries, *, skipped_by=None):
     comes, and it is handed to the backend after commit. ``skipped_by``, the user who
     asked (or None), is named in the deliveries' reason.
     """
-    if isinstance(deliveries, models.QuerySet):
-        ids = list(deliveries.values_list("pk", flat=True))
-    else:
-        ids = [getattr(item, "pk", item) for item in deliveries]
+    ids = _ids_of(deliveries)
     if not ids:
         return []
     who = skipped_by.get_username() if skipped_by is not None else ""
@@ -244,6 +238,13 @@ def skip(deliveries, *, skipped_by=None):
         transaction.on_commit(partial(_hand_over_turns, targets), using=queue.database(),
                               robust=True)
     return ids
+
+
+def _ids_of(deliveries):
+    """The ids of ``deliveries``: a queryset, or an iterable of deliveries or ids."""
+    if isinstance(deliveries, models.QuerySet):
+        return list(deliveries.values_list("pk", flat=True))
+    return [getattr(item, "pk", item) for item in deliveries]
 
 
 def _hand_over_turns(targets):
