@@ -15,6 +15,7 @@ from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 
 from djwebhooks import __version__, retry
+from djwebhooks import options as target_options
 from djwebhooks.exceptions import WebhookImproperlyConfigured
 from djwebhooks.retry import RetryPolicy
 from djwebhooks.ssrf import URLPolicy
@@ -80,6 +81,10 @@ DEFAULTS = {
     # How requests are made: "threads" (a thread per request in flight) or "async" (one
     # event loop for every request in flight; needs aiohttp, the "async" extra).
     "SEND_MODE": "threads",
+    # The most requests a sending process makes to one target at once, for targets that
+    # set no max_in_flight of their own; None: as many as the process sends at once. The
+    # cap halves while a target answers 429, 502, 503 or 504 or times out.
+    "MAX_IN_FLIGHT": None,
 }
 
 #: The sending modes ``SEND_MODE`` and ``webhooks_worker --mode`` take.
@@ -181,6 +186,18 @@ def send_mode_problem(mode, name="DJWEBHOOKS['SEND_MODE']"):
         return (f"{name} is 'async', which needs aiohttp: pip install "
                 "'dj-webhooks[async]'.")
     return ""
+
+
+def get_max_in_flight():
+    """``MAX_IN_FLIGHT``: a whole number of requests, or None (no cap of its own)."""
+    most = get_setting("MAX_IN_FLIGHT")
+    if most is None:
+        return None
+    if isinstance(most, bool) or not isinstance(most, int) or most < 1:
+        raise WebhookImproperlyConfigured(
+            f"DJWEBHOOKS['MAX_IN_FLIGHT'] must be a whole number of at least 1, or None, got "
+            f"{most!r}.")
+    return min(most, target_options.MAX_IN_FLIGHT)
 
 
 def get_timeouts():
@@ -318,6 +335,14 @@ def settings_problems():
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         yield "MAX_PAYLOAD_BYTES", (
             f"DJWEBHOOKS['MAX_PAYLOAD_BYTES'] must be a positive whole number, got {size!r}."
+        )
+    most = raw.get("MAX_IN_FLIGHT", DEFAULTS["MAX_IN_FLIGHT"])
+    if most is not None and (isinstance(most, bool) or not isinstance(most, int)
+                             or not 1 <= most <= target_options.MAX_IN_FLIGHT):
+        yield "MAX_IN_FLIGHT", (
+            f"DJWEBHOOKS['MAX_IN_FLIGHT'] must be a whole number from 1 to "
+            f"{target_options.MAX_IN_FLIGHT}, or None for no cap but the sender's concurrency, got "
+            f"{most!r}."
         )
     problem = send_mode_problem(raw.get("SEND_MODE", DEFAULTS["SEND_MODE"]))
     if problem:

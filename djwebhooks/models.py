@@ -11,6 +11,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models.base import ModelState
 from django.db.models.functions import Now
@@ -177,6 +178,19 @@ class WebhookTarget(TimeStampedModel):
         help_text=_("Send its deliveries one at a time, in the order they were created: "
                     "one that fails holds back those after it until it succeeds, fails "
                     "for good or is skipped."),
+    )
+    max_in_flight = models.PositiveIntegerField(
+        _("most requests at once"), null=True, blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(options.MAX_IN_FLIGHT)],
+        help_text=_("The most requests each sending process makes to it at once; fewer "
+                    "while it answers 429, 502, 503 or 504 or times out. The sender's "
+                    "MAX_IN_FLIGHT applies when empty."),
+    )
+    rate_limit = models.PositiveIntegerField(
+        _("rate limit"), null=True, blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(options.MAX_RATE_LIMIT)],
+        help_text=_("The most requests a second, counted across every worker; no limit "
+                    "when empty."),
     )
     consecutive_failures = models.PositiveIntegerField(
         _("consecutive failures"), default=0,
@@ -528,6 +542,27 @@ class DeliveryAttempt(models.Model):
     def __str__(self):
         outcome = self.response_status or self.notification or "error"
         return f"attempt {self.attempt}: {outcome}"
+
+
+class RateBucket(models.Model):
+    """How much of a rate-limited target's rate is spent, shared by every worker.
+
+    The requests granted so far are spread out at the target's rate up to ``busy_until``
+    (on the database's clock): a request may start while that moment is at most a second
+    ahead, so a target with a limit of *n* a second gets at most *n* requests in any
+    second after a quiet one, and *n* a second on average. See ``djwebhooks.pacing``.
+    """
+
+    target = models.OneToOneField(WebhookTarget, on_delete=models.CASCADE, primary_key=True,
+                                  related_name="+", verbose_name=_("target"))
+    busy_until = models.DateTimeField(_("busy until"))
+
+    class Meta:
+        verbose_name = _("rate bucket")
+        verbose_name_plural = _("rate buckets")
+
+    def __str__(self):
+        return f"rate of target {self.target_id}"
 
 
 class WorkerHeartbeat(models.Model):

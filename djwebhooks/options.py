@@ -1,6 +1,7 @@
-"""What a target's owner may set beyond its URL: static headers, a timeout of its own and a
-retry schedule of its own. The rules only, with no Django: what is accepted, the sentence
-that says why the rest is refused, and how a header's value is shown masked.
+"""What a target's owner may set beyond its URL: static headers, a timeout of its own, a
+retry schedule of its own, and how many requests it takes at once and a second. The rules
+only, with no Django: what is accepted, the sentence that says why the rest is refused,
+and how a header's value is shown masked.
 
 Owners are other people, so every value is bounded: a few headers of printable ASCII, a
 timeout within the sender's own, a schedule of at most ``MAX_RETRIES`` waits of at most a
@@ -41,6 +42,11 @@ SHORTEST_TIMEOUT = 1.0
 MAX_RETRIES = 30
 SHORTEST_WAIT = 1.0
 LONGEST_WAIT = 7 * 86400
+
+#: The most requests in flight a target may be given, and its highest rate limit (a
+#: second).
+MAX_IN_FLIGHT = 1000
+MAX_RATE_LIMIT = 10_000
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _WAIT = re.compile(r"([0-9]{1,7}(?:\.[0-9]{1,3})?)\s*([smhd]?)")

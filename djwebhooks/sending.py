@@ -13,6 +13,7 @@ stored on its own.
 """
 
 import asyncio
+import collections
 import contextvars
 import logging
 import math
@@ -22,13 +23,14 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from functools import partial
 from urllib.parse import urlsplit, urlunsplit
 
 from django.db import DatabaseError, connections, transaction
 
-from djwebhooks import conf, queue, signals, transport
+from djwebhooks import conf, pacing, queue, signals, transport
 from djwebhooks.exceptions import CancelDelivery, DeliveryError
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.senders.base import AttemptResult
@@ -40,6 +42,10 @@ logger = logging.getLogger("djwebhooks.sending")
 MIN_REQUEST_SECONDS = 1.0
 #: How long past its deadline a request on the event loop is waited for.
 LOOP_GRACE_SECONDS = 10.0
+#: Without a budget, how long a call waits for a rate-limited target to have room; a
+#: delivery that would wait longer is given back (handed to the backend for then, where
+#: it defers).
+RATE_WAIT_SECONDS = 1.0
 
 _local = threading.local()
 #: The delivery being sent on this thread, or in this task of the event loop.
@@ -66,7 +72,11 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
     is started only while at least a second of it is left (or half ``TOTAL_TIMEOUT``, if
     shorter), its deadline cut to what is left, and deliveries not started are given
     back, due, for a worker. A request never outlives its claim: the claim is renewed when
-    it would not outlast the request's deadline.
+    it would not outlast the request's deadline. No target gets more requests at once
+    than its cap (``djwebhooks.pacing``) nor more a second than its rate limit: those
+    left for lack of rate wait for it (while the budget lasts, or ``RATE_WAIT_SECONDS``
+    without one), and are otherwise given back, and handed to ``retry`` for the moment
+    the rate has room.
     ``session`` is the HTTP session to send with (each thread's pooled one when None).
     ``retry(ids, run_after=when)``, when given, is called once the outcomes are committed
     for each retry they scheduled that is due within ``retry_within`` seconds (None: any),
@@ -90,45 +100,100 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
         return []
     ready, outcomes = prepare(queue.load(claimant, claim.ids), claimant=claimant,
                               session=session)
+    default_most = _default_most()
+    pending = ready
     end = None
-    unsent = []
+    unsent, starved, wait = [], [], 0.0
     lost = set()
-    index = 0
-    while index < len(ready):
+    while pending:
         now = time.monotonic()
         if end is None and budget is not None:
             end = now + budget  # the budget is for the requests, from the first one on
         left = None if end is None else end - now
         if left is not None and left < min(MIN_REQUEST_SECONDS, total / 2):
-            unsent = [later.delivery.pk for later in ready[index:]]
+            unsent = [later.delivery.pk for later in pending]
             break
         deadline = total if left is None else min(total, left)
         if claim.expires - now < deadline:
-            rest = [later.delivery.pk for later in ready[index:] if later.delivery.pk
-                    not in lost]
+            rest = [later.delivery.pk for later in pending if later.delivery.pk not in lost]
             held, claim.expires = queue.renew(claimant, rest, lease=lease)
             lost.update(set(rest) - held)
             # Only with a LEASE shorter than TOTAL_TIMEOUT (which djwebhooks.E006 refuses)
             # does a fresh claim not cover the request; then it is cut to fit.
             deadline = min(deadline, claim.expires - time.monotonic())
             if deadline < min(MIN_REQUEST_SECONDS, total / 2):
-                unsent = [later.delivery.pk for later in ready[index:]
+                unsent = [later.delivery.pk for later in pending
                           if later.delivery.pk not in lost]
                 break
-        wave = []
-        for item in ready[index:index + concurrency]:
+        for item in pending:
             if item.delivery.pk in lost:
                 logger.info("Delivery %s is no longer held by %s; not sending it.",
                             item.delivery.pk, claimant)
-            else:
-                wave.append(item)
-        index += concurrency
-        outcomes.extend(zip((item.delivery for item in wave),
-                            send_all(wave, total_timeout=deadline, mode=mode),
-                            strict=True))
+        pending = [item for item in pending if item.delivery.pk not in lost]
+        wave, pending, wait = _wave(pending, concurrency, default_most)
+        if not wave:
+            if not pending:
+                break
+            # Every delivery left waits for its target's rate.
+            longest = RATE_WAIT_SECONDS if left is None else left - MIN_REQUEST_SECONDS
+            if wait > longest:
+                starved = [later.delivery.pk for later in pending]
+                break
+            time.sleep(wait)
+            continue
+        results = send_all(wave, total_timeout=deadline, mode=mode)
+        for item, result in zip(wave, results, strict=True):
+            target = item.delivery.webhook_target
+            pacing.windows.answered(target.pk,
+                                    pacing.maximum(target, concurrency, default_most),
+                                    result, item.started)
+            outcomes.append((item.delivery, result))
     record(claimant, outcomes, retry=retry, retry_within=retry_within)
-    queue.release(claimant, unsent)
+    queue.release(claimant, unsent + starved)
+    if starved and retry is not None:
+        # For when their target's rate has room again.
+        queue.mark_queued(starved)
+        _hand_over(retry, {datetime.now(dt_timezone.utc) + timedelta(seconds=wait): starved})
     return outcomes
+
+
+def _default_most():
+    """``MAX_IN_FLIGHT``, or None when it is not readable (the system checks say why)."""
+    try:
+        return conf.get_max_in_flight()
+    except Exception:
+        return None
+
+
+def _wave(pending, concurrency, default_most):
+    """Split ``pending`` (``Ready`` items, in order) into the next wave of at most
+    ``concurrency`` requests, each target within its cap (``djwebhooks.pacing``) and its
+    rate limit, and the rest; return ``(wave, rest, wait)``, ``wait`` being the seconds
+    until a rate-limited target left out may send again (0 when none is)."""
+    counts = collections.Counter()
+    chosen, paced = [], {}
+    for index, item in enumerate(pending):
+        if len(chosen) >= concurrency:
+            break
+        target = item.delivery.webhook_target
+        most = pacing.maximum(target, concurrency, default_most)
+        if counts[target.pk] >= pacing.windows.limit(target.pk, most):
+            continue
+        counts[target.pk] += 1
+        chosen.append(index)
+        if target.rate_limit is not None:
+            paced.setdefault(target.pk, []).append(index)
+    left_out, wait = set(), 0.0
+    for target_id, indexes in paced.items():
+        rate = pacing.rate_of(pending[indexes[0]].delivery.webhook_target)
+        granted, after = pacing.take(target_id, rate, len(indexes), using=queue.database())
+        if granted < len(indexes):
+            left_out.update(indexes[granted:])
+            wait = after if not wait else min(wait, after)
+    taken = {index for index in chosen if index not in left_out}
+    wave = [pending[index] for index in sorted(taken)]
+    rest = [item for index, item in enumerate(pending) if index not in taken]
+    return wave, rest, wait
 
 
 def send_all(items, *, total_timeout=None, mode="threads"):
@@ -186,13 +251,15 @@ def _pool(size):
 
 
 class Ready:
-    """A delivery whose request is built and may be sent."""
+    """A delivery whose request is built and may be sent; ``started`` is when its request
+    started (``time.monotonic()``)."""
 
-    __slots__ = ("delivery", "sender")
+    __slots__ = ("delivery", "sender", "started")
 
     def __init__(self, delivery, sender):
         self.delivery = delivery
         self.sender = sender
+        self.started = None
 
 
 def prepare(deliveries, *, claimant, session=None, options=None, hold=None):
@@ -251,6 +318,7 @@ def send(item, *, total_timeout=None):
     """Send one ``Ready`` delivery; return its ``AttemptResult``. Never raises, and never
     touches the database: safe on any thread."""
     token = _current.set(item.delivery)
+    item.started = time.monotonic()
     # For monitoring: on this thread, so a span can be current around the request.
     send_signal("attempt_started", Delivery, delivery=item.delivery)
     try:
@@ -272,6 +340,7 @@ async def send_async(item, client, *, total_timeout=None):
     """``send()`` on an event loop, the request made by ``client`` (an ``aio.Client``).
     The signals are sent in the request's own task, so a span is current around it."""
     token = _current.set(item.delivery)
+    item.started = time.monotonic()
     send_signal("attempt_started", Delivery, delivery=item.delivery)
     try:
         if total_timeout is not None:

@@ -21,7 +21,7 @@ import time
 
 from django.db import DatabaseError, connections
 
-from djwebhooks import _sql, conf, models, queue, sending, transport, wakeup
+from djwebhooks import _sql, conf, models, pacing, queue, sending, transport, wakeup
 from djwebhooks.models import DatabaseNow, WorkerHeartbeat
 from djwebhooks.senders.orm import DjangoSenderable
 
@@ -37,6 +37,9 @@ HEARTBEAT_RETENTION = 86400
 PREPARE_CHUNK = 100
 #: How long, at most, results are let gather before they are recorded in a batch.
 GATHER_SECONDS = 0.2
+#: Deliveries kept waiting for a target at its cap (or its rate): this many rounds of its
+#: cap, or seconds of its rate; the rest of a claim is given back at once.
+PARKED_ROUNDS = 2
 
 
 def default_worker_id():
@@ -51,12 +54,15 @@ class Worker:
     ``stop()`` (from a signal handler, say) lets in-flight deliveries finish, then stops.
     The threads only make HTTP requests, each with its own session. A target whose last
     attempt failed gets one thread at most until it answers again, so an endpoint that is
-    down or slow cannot take every thread. All database work (claiming, renewing, loading,
-    recording results in batches) happens in the thread that called ``run()``, on one
-    connection. On PostgreSQL, unless ``listen`` is False, a thread of its own listens for
-    notifications of new deliveries on another connection (see ``djwebhooks.wakeup``), so
-    an idle worker claims them at once; ``interval`` is then how often it looks for
-    retries that fell due.
+    down or slow cannot take every thread; and no target gets more requests at once than
+    its cap allows (``djwebhooks.pacing``), nor more a second than its rate limit, shared
+    with the other workers. Deliveries claimed beyond that wait in the worker, a few
+    rounds' worth at most, and their target is not claimed again meanwhile. All database
+    work (claiming, renewing, loading, recording results in batches) happens in the thread
+    that called ``run()``, on one connection. On PostgreSQL, unless ``listen`` is False, a
+    thread of its own listens for notifications of new deliveries on another connection
+    (see ``djwebhooks.wakeup``), so an idle worker claims them at once; ``interval`` is
+    then how often it looks for retries that fell due.
     """
 
     def __init__(self, *, concurrency=4, interval=1.0, burst=False, max_deliveries=None,
@@ -107,6 +113,14 @@ class Worker:
         self._lost = set()  # held ids whose claim a renewal did not find any more
         self._targets_in_flight = collections.Counter()
         self._sending = collections.Counter()
+        #: Per target: requests queued for the threads or being sent.
+        self._admitted = collections.Counter()
+        #: Per target: prepared deliveries waiting for room under its cap or its rate.
+        self._parked = {}
+        self._parked_count = 0
+        #: Rate-limited targets with deliveries parked: id -> (rate, when to take next).
+        self._paced = {}
+        self._default_most = None  # MAX_IN_FLIGHT, read at each claim
         self._failing = collections.OrderedDict()  # target id -> True, oldest first
         self._changed = threading.Condition()
         self._queue = queues.SimpleQueue()
@@ -197,13 +211,14 @@ class Worker:
                     room = self.batch_size - self._in_flight
                 if self.max_deliveries is not None:
                     room = min(room, self.max_deliveries - self._claimed)
-                    if room <= 0 and self._in_flight == 0:
+                    if room <= 0 and self._in_flight == 0 and not self._parked_count:
                         return
                 ids = []
                 if room > 0:
                     ids = self._claim(room)
-                    if not ids and self._idle():
-                        self._refresh_connection()
+                self._admit_paced()
+                if room > 0 and not ids and self._idle():
+                    self._refresh_connection()
             except DatabaseError as exc:
                 failures += 1
                 if self.burst and failures >= BURST_DATABASE_ERRORS:
@@ -221,7 +236,8 @@ class Worker:
                 failures = 0
             if not ids and self.burst:
                 with self._changed:
-                    if self._in_flight == 0 and not self._results:
+                    if self._in_flight == 0 and not self._results and \
+                            not self._parked_count:
                         return
             with self._changed:
                 if self._stopping:
@@ -230,7 +246,8 @@ class Worker:
                     # Nothing due: look again later (or at the next heartbeat), or as soon
                     # as a notification says something fell due.
                     self._changed.wait_for(lambda: self._woken or self._stopping,
-                                           min(self.interval, self._until_beat()))
+                                           min(self.interval, self._until_beat(),
+                                               self._until_paced()))
                 else:
                     # Let results gather until half the work in hand is done, so they are
                     # recorded, and more claimed, in batches; but not for long, and not
@@ -239,7 +256,8 @@ class Worker:
                     self._changed.wait_for(
                         lambda: self._enough_results() or (
                             self._woken and self._in_flight < self.concurrency),
-                        min(self.interval, GATHER_SECONDS, self._until_beat()))
+                        min(self.interval, GATHER_SECONDS, self._until_beat(),
+                            self._until_paced()))
 
     def _idle(self):
         with self._changed:
@@ -288,6 +306,10 @@ class Worker:
             options = DjangoSenderable.settings_options()
         except Exception:
             options = None
+        try:
+            self._default_most = conf.get_max_in_flight()
+        except Exception:
+            self._default_most = None  # the system checks say what is wrong with it
         hold = self._holder()
         # Loaded and prepared a part at a time, each queued at once: the first requests
         # start while the rest of a large claim is still being loaded.
@@ -321,20 +343,118 @@ class Worker:
         """Queue the ``ready`` deliveries of ``ids`` for sending, and the ``failed`` ones
         for recording; stop holding the others (finished, or given back)."""
         queued = {item.delivery.pk for item in ready} | {d.pk for d, _ in failed}
+        given_back = []
         with self._changed:
             for pk in ids:
                 if pk not in queued:
                     self._held.pop(pk, None)
-            self._in_flight += len(ready)
             # Failed before sending: recorded with the next batch of results.
             self._results.extend(failed)
             for item in ready:
-                self._targets_in_flight[item.delivery.webhook_target_id] += 1
-                self._queue.put(item)
+                target = item.delivery.webhook_target
+                self._targets_in_flight[target.pk] += 1
+                if target.pk in self._parked or target.rate_limit is not None or \
+                        self._admitted[target.pk] >= self._limit(target):
+                    if not self._park(item):
+                        given_back.append(item)
+                else:
+                    self._admit(item)
             for delivery, _ in failed:
                 self._targets_in_flight[delivery.webhook_target_id] += 1
+            for item in given_back:
+                self._forget(item.delivery)
+        self._give_back(given_back)
         if self._event_loop is not None:
             self._event_loop.call_soon(self._dispatch)
+
+    def _limit(self, target):
+        """How many requests ``target`` may have in flight from here now."""
+        return pacing.windows.limit(
+            target.pk, pacing.maximum(target, self.concurrency, self._default_most))
+
+    def _admit(self, item):
+        """Queue ``item`` for the threads (called with the lock held)."""
+        self._admitted[item.delivery.webhook_target_id] += 1
+        self._in_flight += 1
+        self._queue.put(item)
+
+    def _park(self, item):
+        """Keep ``item`` until its target has room (called with the lock held); return
+        False when its target has enough waiting already."""
+        target = item.delivery.webhook_target
+        parked = self._parked.setdefault(target.pk, collections.deque())
+        rate = pacing.rate_of(target)
+        keep = PARKED_ROUNDS * max(self._limit(target), rate or 0)
+        if len(parked) >= min(keep, self.max_batch):
+            return False
+        parked.append(item)
+        self._parked_count += 1
+        if rate is not None and target.pk not in self._paced:
+            self._paced[target.pk] = (rate, 0.0)
+        return True
+
+    def _unpark(self, target_id, most=None):
+        """Admit what ``target_id``'s cap has room for, at most ``most`` (called with the
+        lock held); return how many."""
+        parked = self._parked.get(target_id)
+        admitted = 0
+        while parked and (most is None or admitted < most):
+            target = parked[0].delivery.webhook_target
+            if self._admitted[target_id] >= self._limit(target):
+                break
+            self._admit(parked.popleft())
+            self._parked_count -= 1
+            admitted += 1
+        if not parked:
+            self._parked.pop(target_id, None)
+            self._paced.pop(target_id, None)
+        return admitted
+
+    def _room_under_cap(self, target_id):
+        parked = self._parked.get(target_id)
+        if not parked:
+            return 0
+        room = self._limit(parked[0].delivery.webhook_target) - self._admitted[target_id]
+        return max(0, min(room, len(parked)))
+
+    def _admit_paced(self):
+        """Take what rate-limited targets with deliveries waiting may send now from their
+        shared buckets, and admit that many."""
+        now = time.monotonic()
+        with self._changed:
+            due = [(target_id, rate, self._room_under_cap(target_id))
+                   for target_id, (rate, when) in self._paced.items() if when <= now]
+        admitted = False
+        for target_id, rate, wanted in due:
+            if not wanted:
+                # At its cap: look again once a request of it has had time to end.
+                with self._changed:
+                    if target_id in self._paced:
+                        self._paced[target_id] = (rate, now + min(1 / rate, GATHER_SECONDS))
+                continue
+            granted, wait = pacing.take(target_id, rate, wanted, using=queue.database())
+            with self._changed:
+                if granted:
+                    admitted |= bool(self._unpark(target_id, granted))
+                if target_id in self._paced:
+                    self._paced[target_id] = (rate, time.monotonic() + wait)
+        if admitted and self._event_loop is not None:
+            self._event_loop.call_soon(self._dispatch)
+
+    def _until_paced(self):
+        """Seconds until a rate-limited target may take again (at most ``interval``)."""
+        with self._changed:
+            whens = [when for _, when in self._paced.values()]
+        if not whens:
+            return self.interval
+        return max(0.005, min(whens) - time.monotonic())
+
+    def _give_back(self, items):
+        """Give back the claims of prepared ``items`` that will not be sent from here."""
+        if not items:
+            return
+        self._claimed -= len(items)
+        queue.release(self.claimant, [item.delivery.pk for item in items])
 
     def _wait_for_async(self):
         """Wait until the requests in flight on the event loop have ended: each ends by its
@@ -406,19 +526,34 @@ class Worker:
                 or done >= max(1, (done + pending) // 2))
 
     def _release_unsent(self):
-        """Give back the claims of deliveries claimed ahead that no thread has started."""
+        """Give back the claims of deliveries claimed ahead that no thread has started, and
+        of those waiting for room at their targets."""
         unsent = []
         while True:
             try:
                 unsent.append(self._queue.get_nowait())
             except queues.Empty:
                 break
+        with self._changed:
+            parked = [item for items in self._parked.values() for item in items]
+            self._parked.clear()
+            self._paced.clear()
+            self._parked_count = 0
+            for item in parked:
+                self._forget(item.delivery)
+        if parked:
+            try:
+                queue.release(self.claimant, [item.delivery.pk for item in parked])
+            except DatabaseError:
+                logger.exception("Worker %s could not give back %s claims; they expire "
+                                 "with their lease.", self.worker_id, len(parked))
         if not unsent:
             return
         ids = [item.delivery.pk for item in unsent]
         with self._changed:
             self._in_flight -= len(unsent)
             for item in unsent:
+                self._unadmit(item.delivery.webhook_target_id)
                 self._forget(item.delivery)
         try:
             queue.release(self.claimant, ids)
@@ -436,9 +571,16 @@ class Worker:
             del self._targets_in_flight[target]
 
     def _held_back(self):
-        """Targets not to claim for now: failing ones that already have a delivery in flight."""
+        """Targets not to claim for now: failing ones that already have a delivery in
+        flight, and those with deliveries waiting for room."""
         with self._changed:
-            return {target for target in self._failing if self._targets_in_flight[target] > 0}
+            return {target for target in self._failing
+                    if self._targets_in_flight[target] > 0} | self._parked.keys()
+
+    def _unadmit(self, target_id):
+        self._admitted[target_id] -= 1
+        if self._admitted[target_id] <= 0:
+            del self._admitted[target_id]
 
     def _holder(self):
         """Return a ``hold`` for ``prepare``: one delivery at a time to a failing target."""
@@ -546,6 +688,13 @@ class Worker:
                     del self._sending[target]
             self._results.append((delivery, result))
             self._in_flight -= 1
+            self._unadmit(target)
+            if skip is None:
+                pacing.windows.answered(
+                    target, pacing.maximum(delivery.webhook_target, self.concurrency,
+                                           self._default_most), result, item.started)
+            if target in self._parked and target not in self._paced:
+                self._unpark(target)
             if delivery.webhook_target.ordered:
                 self._turn_waits = True
             # Wake the main thread only when it has enough to do: waking it for every

@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
+from djwebhooks import pacing
 from djwebhooks.models import WebhookTarget
 from djwebhooks.transport import close_session
 from tests.receiver import Receiver
@@ -18,6 +19,15 @@ def fresh_rate_limits():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_caps():
+    """Each test starts with every target at its full cap on requests in flight (the caps
+    are the process's, and target ids come round again from test to test)."""
+    pacing.windows.forget()
+    yield
+    pacing.windows.forget()
 
 
 @pytest.fixture

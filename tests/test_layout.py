@@ -25,7 +25,7 @@ LAYERS = [
     {"testing"},  # the locmem backend sends to its outbox
     {"sending"},
     {"senders", "queue"},
-    {"health", "rotation", "retention", "receivers", "wakeup"},
+    {"health", "pacing", "rotation", "retention", "receivers", "wakeup"},
     {"_sql"},
     {"models", "aio"},  # aio: the async mode's HTTP client, on transport's guards
     {"conf", "transport", "encoding", "signing", "ssrf", "retry", "signals", "exceptions",
