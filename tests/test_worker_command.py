@@ -78,6 +78,7 @@ def test_missing_tables_say_to_migrate(settings, monkeypatch):
     # Every table of the app is named, not only those the worker uses.
     with pytest.raises(CommandError, match=r"The dj-webhooks tables djwebhooks_webhooktarget, "
                                            r"djwebhooks_delivery, djwebhooks_deliveryattempt, "
+                                           r"djwebhooks_ratebucket, "
                                            r"djwebhooks_workerheartbeat, djwebhooks_apitoken do "
                                            r"not exist in database 'default': run 'manage.py "
                                            r"migrate'\."):
