@@ -93,6 +93,11 @@ def test_not_a_dict():
         {"SECRET_ROTATION_GRACE": 8 * 86400},
         {"SECRET_ROTATION_GRACE": -1},
         {"SECRET_ROTATION_GRACE": "1d"},
+        {"MAX_IN_FLIGHT": 0},
+        {"MAX_IN_FLIGHT": True},
+        {"MAX_IN_FLIGHT": 2.5},
+        {"MAX_IN_FLIGHT": "4"},
+        {"MAX_IN_FLIGHT": 1001},
     ],
 )
 def test_bad_values(bad):

@@ -392,3 +392,12 @@ def test_a_rate_limit_of_twenty_a_second_holds_over_thirty_seconds_with_two_work
     assert 20 * 30 * 0.9 <= in_thirty <= (20 * 30 + 20) * 1.1
     # Both workers sent their share.
     assert WorkerHeartbeat.objects.filter(handled__gt=0).count() == 2
+
+
+def test_a_rate_saved_from_code_without_validation_is_bounded(make_target):
+    target = make_target()
+    assert pacing.rate_of(target) is None
+    target.rate_limit = 0
+    assert pacing.rate_of(target) == 1  # slow, never stopped
+    target.rate_limit = 10**9
+    assert pacing.rate_of(target) == 10_000
