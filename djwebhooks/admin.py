@@ -188,7 +188,8 @@ class WebhookTargetAdmin(admin.ModelAdmin):
     edited_fields = ["owner", "event", "identifier", "target_url", "header_content_type",
                      "is_active"]
     #: Each target's own way of being sent to.
-    option_fields = ["headers", "timeout", "retry_schedule", "ordered"]
+    option_fields = ["headers", "timeout", "retry_schedule", "ordered", "max_in_flight",
+                     "rate_limit"]
     health_fields = ["consecutive_failures", "failing_since_at", "disabled_at_at",
                      "disabled_reason", "last_success", "last_failure", "deliveries_link"]
     time_fields = ["created_at", "modified_at"]

@@ -1,9 +1,10 @@
 """``WebhookTargetForm``: a target form whose event is picked from the declared events;
-and the fields for a target's own headers, timeout, retry schedule and ordering, which the
-owners' forms use too."""
+and the fields for a target's own headers, timeout, retry schedule, ordering, most requests
+at once and rate limit, which the owners' forms use too."""
 
 from django import forms
 from django.db import models
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from djwebhooks import conf, options
@@ -65,6 +66,14 @@ class ScheduleField(forms.Field):
         return [int(wait) if wait.is_integer() else wait for wait in waits]
 
 
+def whole_number(most, blank):
+    """The messages of a field that takes a whole number from 1 to ``most``, or nothing for
+    ``blank``."""
+    message = format_lazy(_("Give a whole number from 1 to {most}, or leave it blank for "
+                            "{blank}."), most=most, blank=blank)
+    return {"invalid": message, "min_value": message, "max_value": message}
+
+
 class TargetOptionsForm(forms.ModelForm):
     """The fields for a target's own options, shared by the admin's and the owners' forms."""
 
@@ -86,6 +95,19 @@ class TargetOptionsForm(forms.ModelForm):
         help_text=_("Send its deliveries one at a time, in the order they were created: "
                     "one that fails holds back those after it until it succeeds, fails "
                     "for good or is skipped."))
+    max_in_flight = forms.IntegerField(
+        label=_("most requests at once"), required=False, min_value=1,
+        max_value=options.MAX_IN_FLIGHT,
+        error_messages=whole_number(options.MAX_IN_FLIGHT, _("the sender's default")),
+        help_text=_("The most requests each sending process makes to it at once; fewer "
+                    "while it answers 429, 502, 503 or 504 or times out. Blank: the "
+                    "sender's default."))
+    rate_limit = forms.IntegerField(
+        label=_("rate limit"), required=False, min_value=1,
+        max_value=options.MAX_RATE_LIMIT,
+        error_messages=whole_number(options.MAX_RATE_LIMIT, _("no limit")),
+        help_text=_("The most requests a second, counted across every worker. Blank: no "
+                    "limit."))
 
     def clean_headers(self):
         stored = self.instance.headers if self.instance.pk else {}
@@ -108,7 +130,8 @@ class WebhookTargetForm(TargetOptionsForm):
     class Meta:
         model = WebhookTarget
         fields = ["owner", "event", "identifier", "target_url", "header_content_type",
-                  "is_active", "headers", "timeout", "retry_schedule", "ordered"]
+                  "is_active", "headers", "timeout", "retry_schedule", "ordered",
+                  "max_in_flight", "rate_limit"]
         formfield_callback = formfield
 
     def __init__(self, *args, **kwargs):

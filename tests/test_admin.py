@@ -373,7 +373,7 @@ def test_the_add_form_shows_only_what_a_person_sets(staff):
     names = set(re.findall(r'<(?:input|select|textarea)[^>]* name="([^"]+)"', html))
     assert names - {"csrfmiddlewaretoken", "_save", "_addanother", "_continue"} == {
         "owner", "event", "identifier", "target_url", "header_content_type", "is_active",
-        "headers", "timeout", "retry_schedule", "ordered"}
+        "headers", "timeout", "retry_schedule", "ordered", "max_in_flight", "rate_limit"}
     for hidden in ("whsec_", "signing secret", "consecutive failures", "failing since",
                    "disabled because", "last success", "Health"):
         assert hidden.lower() not in html.lower(), hidden

@@ -418,3 +418,53 @@ def test_tick_ordered_on_the_edit_page_and_see_it_on_the_webhook_s_page(
     expect(page.locator("#ordered")).to_have_text("no")
     target.refresh_from_db()
     assert target.ordered is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_set_max_in_flight_and_a_rate_limit_and_see_them_on_the_webhook_s_page(
+        pages, page, log_in, user, receiver, screenshot):
+    log_in(user)
+    target = WebhookTarget.objects.create(owner=user, event="project.update",
+                                          target_url=receiver.url + "/hook/")
+
+    page.goto(reverse("djwebhooks:target", args=[target.pk]))
+    expect(page.locator("#max-in-flight")).to_have_text("the sender's default")
+    expect(page.locator("#rate-limit")).to_have_text("none")
+
+    page.goto(reverse("djwebhooks:target-edit", args=[target.pk]))
+    most, rate = page.get_by_label("Most requests at once"), page.get_by_label("Rate limit")
+    expect(most).to_have_value("")
+    expect(most).to_have_accessible_description(re.compile(
+        "^The most requests each sending process makes to it at once"))
+    expect(rate).to_have_accessible_description(re.compile("^The most requests a second"))
+    most.fill("4")
+    rate.fill("20")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Webhook saved.")).to_be_visible()
+    expect(page.locator("#max-in-flight")).to_have_text("4")
+    expect(page.locator("#rate-limit")).to_have_text("20 a second")
+    screenshot(page, "target-pacing")
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (4, 20)
+
+    # Out of range, it is refused beside its field and the stored value is kept.
+    page.goto(reverse("djwebhooks:target-edit", args=[target.pk]))
+    expect(page.get_by_label("Most requests at once")).to_have_value("4")
+    page.get_by_label("Most requests at once").fill("1001")
+    page.get_by_role("button", name="Save").click()
+    message = "Give a whole number from 1 to 1000, or leave it blank for the sender's default."
+    expect(page.get_by_text(message)).to_be_visible()
+    expect(page.get_by_label("Most requests at once")).to_have_accessible_description(
+        re.compile(re.escape(message)))
+    target.refresh_from_db()
+    assert target.max_in_flight == 4
+
+    # Emptied, both go back to the defaults.
+    page.get_by_label("Most requests at once").fill("")
+    page.get_by_label("Rate limit").fill("")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Webhook saved.")).to_be_visible()
+    expect(page.locator("#max-in-flight")).to_have_text("the sender's default")
+    expect(page.locator("#rate-limit")).to_have_text("none")
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (None, None)

@@ -108,7 +108,7 @@ def test_a_new_target_shows_every_field_and_its_secret_only_once(client, receive
     assert set(created) == {"id", "event", "identifier", "target_url", "header_content_type",
                             "is_active", "created", "modified", "disabled_reason",
                             "secret_hint", "headers", "timeout", "retry_schedule", "ordered",
-                            "health", "secret"}
+                            "max_in_flight", "rate_limit", "health", "secret"}
     assert (created["identifier"], created["header_content_type"], created["is_active"]) == (
         "", "application/json", True)
     assert created["health"]["success_rate"]["24h"] == {"attempts": 0, "succeeded": 0,
@@ -385,7 +385,8 @@ def test_patch_is_validated_too(client, make_target):
     assert response.status_code == 400
     assert response.json()["fields"] == {"colour": [
         "This field is not known. The fields are: event, identifier, target_url, "
-        "header_content_type, is_active, headers, timeout, retry_schedule, ordered."]}
+        "header_content_type, is_active, headers, timeout, retry_schedule, ordered, "
+        "max_in_flight, rate_limit."]}
     response = patch(client, f"/targets/{target.pk}/", {"target_url": "not a url"})
     assert response.json()["fields"] == {"target_url": ["Enter a valid URL."]}
     assert WebhookTarget.objects.get(pk=target.pk).target_url == target.target_url

@@ -1,7 +1,7 @@
 """A target's own options: static headers (sent, masked wherever shown, refused when they
 would replace the sender's or break the request), a timeout within the sender's, a retry
-schedule of its own, and whether its deliveries are ordered; through the model, the admin,
-the pages and the API."""
+schedule of its own, whether its deliveries are ordered, the most requests sent to it at
+once and its rate limit; through the model, the admin, the pages and the API."""
 
 import json
 import logging
@@ -532,3 +532,206 @@ def test_the_openapi_document_describes_ordered():
         assert "one at a time" in components[name]["properties"]["ordered"]["description"]
     assert "ordered" in components["Target"]["required"]
     assert "ordered" not in components["TargetInput"]["required"]
+
+
+# Most requests at once and the rate limit
+
+#: What the forms say of a value each field cannot have.
+FORM_MESSAGES = {
+    "max_in_flight": "Give a whole number from 1 to 1000, or leave it blank for the "
+                     "sender&#x27;s default.",
+    "rate_limit": "Give a whole number from 1 to 10000, or leave it blank for no limit.",
+}
+#: What the API says of them.
+API_MESSAGES = {
+    "max_in_flight": "max_in_flight must be a whole number from 1 to 1000, or null for the "
+                     "sender's default.",
+    "rate_limit": "rate_limit must be a whole number from 1 to 10000, or null for no limit.",
+}
+#: Values each field refuses, typed into a form.
+TYPED_BADLY = [("max_in_flight", value) for value in ("0", "-1", "1001", "abc", "true", "2.5")
+               ] + [("rate_limit", value) for value in ("0", "-1", "10001", "abc", "true")]
+
+
+def test_the_model_bounds_max_in_flight_and_the_rate_limit(make_target):
+    target = make_target()
+    for most, rate in [(0, 0), (options.MAX_IN_FLIGHT + 1, options.MAX_RATE_LIMIT + 1)]:
+        target.max_in_flight, target.rate_limit = most, rate
+        with pytest.raises(ValidationError) as caught:
+            target.full_clean()
+        assert set(caught.value.message_dict) == {"max_in_flight", "rate_limit"}
+    target.max_in_flight, target.rate_limit = options.MAX_IN_FLIGHT, options.MAX_RATE_LIMIT
+    target.full_clean()
+    target.max_in_flight = target.rate_limit = None
+    target.full_clean()
+
+
+def test_the_admin_shows_and_sets_max_in_flight_and_the_rate_limit(staff, make_target):
+    target = make_target()
+    url = reverse("admin:djwebhooks_webhooktarget_change", args=[target.pk])
+    html = change_form(staff, target).content.decode()
+    for name, most in [("max_in_flight", 1000), ("rate_limit", 10000)]:
+        field = re.search(rf'<input[^>]*name="{name}"[^>]*>', html)[0]
+        assert 'type="number"' in field and 'min="1"' in field and f'max="{most}"' in field
+        assert "value=" not in field  # empty
+    assert '<label for="id_max_in_flight">most requests at once:</label>' in html
+    assert '<label for="id_rate_limit">rate limit:</label>' in html
+    assert "Blank: the sender's default." in html and "Blank: no limit." in html
+
+    data = {**form_data(html), "max_in_flight": "4", "rate_limit": "20"}
+    response = staff.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (4, 20)
+    html = change_form(staff, target).content.decode()
+    assert re.search(r'<input[^>]*name="max_in_flight"[^>]*value="4"', html)
+    assert re.search(r'<input[^>]*name="rate_limit"[^>]*value="20"', html)
+
+    # Emptied, both are saved as None: the sender's default, and no limit.
+    data = {**form_data(html), "max_in_flight": "", "rate_limit": ""}
+    assert staff.post(url, data).status_code == 302
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (None, None)
+
+
+@pytest.mark.parametrize("name, value", TYPED_BADLY)
+def test_the_admin_refuses_a_bad_max_in_flight_or_rate_limit_and_says_why(
+        staff, make_target, name, value):
+    target = make_target(max_in_flight=3, rate_limit=7)
+    data = {**form_data(change_form(staff, target).content.decode()), name: value}
+    response = staff.post(reverse("admin:djwebhooks_webhooktarget_change", args=[target.pk]),
+                          data)
+    assert response.status_code == 200
+    assert FORM_MESSAGES[name] in response.content.decode()
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (3, 7)
+
+
+def test_the_owners_pages_show_and_edit_max_in_flight_and_the_rate_limit(
+        make_target, user, settings):
+    target = make_target()
+    owner = Client()
+    owner.force_login(user)
+    page = reverse("djwebhooks:target", args=[target.pk])
+    edit_page = reverse("djwebhooks:target-edit", args=[target.pk])
+    detail = owner.get(page).content.decode()
+    assert re.search(r"<dt>Most requests at once</dt><dd id=\"max-in-flight\">the "
+                     r"sender&#x27;s default</dd>", detail)
+    assert re.search(r'<dt>Rate limit</dt><dd id="rate-limit">none</dd>', detail)
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "MAX_IN_FLIGHT": 8}
+    detail = owner.get(page).content.decode()
+    assert re.search(r'<dd id="max-in-flight">8 \(the sender&#x27;s default\)</dd>', detail)
+
+    edit = owner.get(edit_page).content.decode()
+    for name in ("max_in_flight", "rate_limit"):
+        field = re.search(rf'<input[^>]*name="{name}"[^>]*>', edit)[0]
+        assert 'type="number"' in field and "value=" not in field
+        assert f'aria-describedby="id_{name}_help"' in field
+    assert re.search(r'<p class="help" id="id_max_in_flight_help">The most requests each '
+                     r'sending process makes to it at once', edit)
+    assert re.search(r'<p class="help" id="id_rate_limit_help">The most requests a second',
+                     edit)
+    data = {**form_data(edit), "max_in_flight": "4", "rate_limit": "20"}
+    response = owner.post(edit_page, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (4, 20)
+    detail = owner.get(page).content.decode()
+    assert re.search(r'<dd id="max-in-flight">4</dd>', detail)
+    assert re.search(r'<dd id="rate-limit">20 a second</dd>', detail)
+
+    data = {**form_data(owner.get(edit_page).content.decode()), "max_in_flight": "",
+            "rate_limit": ""}
+    assert owner.post(edit_page, data).status_code == 302
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (None, None)
+
+
+@pytest.mark.parametrize("name, value", TYPED_BADLY)
+def test_the_owners_pages_refuse_a_bad_max_in_flight_or_rate_limit_beside_the_field(
+        make_target, user, name, value):
+    target = make_target(max_in_flight=3, rate_limit=7)
+    owner = Client()
+    owner.force_login(user)
+    edit_page = reverse("djwebhooks:target-edit", args=[target.pk])
+    data = {**form_data(owner.get(edit_page).content.decode()), name: value}
+    response = owner.post(edit_page, data)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert re.search(rf'<ul class="errors" id="id_{name}_errors"><li>'
+                     rf'{re.escape(FORM_MESSAGES[name])}</li></ul>', html), html
+    assert re.search(rf'<input[^>]*name="{name}"[^>]*aria-invalid="true"', html)
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (3, 7)
+
+
+def test_the_api_shows_and_sets_max_in_flight_and_the_rate_limit(api, make_target, receiver):
+    target = make_target()
+    shown = api.get(f"/webhooks/api/targets/{target.pk}/").json()
+    assert (shown["max_in_flight"], shown["rate_limit"]) == (None, None)
+    response = api_patch(api, target, {"max_in_flight": 4, "rate_limit": 20})
+    assert response.status_code == 200, response.json()
+    assert (response.json()["max_in_flight"], response.json()["rate_limit"]) == (4, 20)
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (4, 20)
+    # A PATCH that leaves them out keeps them; null sets them back to the defaults.
+    assert api_patch(api, target, {"timeout": 3}).json()["max_in_flight"] == 4
+    response = api_patch(api, target, {"max_in_flight": None, "rate_limit": None})
+    assert response.status_code == 200, response.json()
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (None, None)
+    response = api_patch(api, target, {"max_in_flight": 1000, "rate_limit": 10000})
+    assert response.status_code == 200, response.json()
+
+    body = {"event": "project.update", "target_url": receiver.url + "/new/",
+            "max_in_flight": 1, "rate_limit": 1}
+    response = api.post("/webhooks/api/targets/", json.dumps(body),
+                        content_type="application/json")
+    assert response.status_code == 201, response.json()
+    made = WebhookTarget.objects.get(pk=response.json()["id"])
+    assert (made.max_in_flight, made.rate_limit) == (1, 1)
+    body = {"event": "project.update", "target_url": receiver.url + "/other/"}
+    made = api.post("/webhooks/api/targets/", json.dumps(body),
+                    content_type="application/json").json()
+    assert (made["max_in_flight"], made["rate_limit"]) == (None, None)
+
+
+@pytest.mark.parametrize("name, value", [
+    *[("max_in_flight", value) for value in (0, -1, 1001, 2**70, "abc", "4", True, False,
+                                             2.5, 4.0, [4], {})],
+    *[("rate_limit", value) for value in (0, -1, 10001, "abc", True, 2.5)],
+])
+def test_the_api_refuses_a_bad_max_in_flight_or_rate_limit_and_says_why(
+        api, make_target, receiver, name, value):
+    target = make_target(max_in_flight=3, rate_limit=7)
+    response = api_patch(api, target, {name: value})
+    assert response.status_code == 400
+    assert response.json()["fields"] == {name: [API_MESSAGES[name]]}
+    target.refresh_from_db()
+    assert (target.max_in_flight, target.rate_limit) == (3, 7)
+    response = api.post("/webhooks/api/targets/", json.dumps(
+        {"event": "project.update", "target_url": receiver.url + "/new/", name: value}),
+        content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["fields"] == {name: [API_MESSAGES[name]]}
+    assert not WebhookTarget.objects.filter(target_url=receiver.url + "/new/").exists()
+
+
+def test_the_openapi_document_describes_max_in_flight_and_the_rate_limit():
+    from djwebhooks.portal import openapi
+
+    components = openapi.document("https://example.com")["components"]["schemas"]
+    for name in ("Target", "NewTarget", "TargetInput", "TargetPatch"):
+        properties = components[name]["properties"]
+        assert properties["max_in_flight"]["type"] == ["integer", "null"], name
+        assert properties["rate_limit"]["type"] == ["integer", "null"], name
+        assert "at once" in properties["max_in_flight"]["description"]
+        assert "a second" in properties["rate_limit"]["description"]
+    for name in ("TargetInput", "TargetPatch"):
+        properties = components[name]["properties"]
+        assert (properties["max_in_flight"]["minimum"],
+                properties["max_in_flight"]["maximum"]) == (1, options.MAX_IN_FLIGHT)
+        assert (properties["rate_limit"]["minimum"],
+                properties["rate_limit"]["maximum"]) == (1, options.MAX_RATE_LIMIT)
+        assert "max_in_flight" not in components[name]["required"]
+    assert {"max_in_flight", "rate_limit"} <= set(components["Target"]["required"])

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_exempt
 
-from djwebhooks import events
+from djwebhooks import events, options
 from djwebhooks.encoding import JSON
 from djwebhooks.models import ApiToken, Delivery
 from djwebhooks.portal import access, display, stats
@@ -41,7 +41,11 @@ MAX_ID = 2**63 - 1
 FIELD_TYPES = {"event": str, "identifier": str, "target_url": str,
                "header_content_type": str, "is_active": bool, "headers": dict,
                "timeout": (int, float, type(None)), "retry_schedule": (list, type(None)),
-               "ordered": bool}
+               "ordered": bool, "max_in_flight": (int, type(None)),
+               "rate_limit": (int, type(None))}
+#: The fields that are a whole number: the largest each may be, and what null means.
+WHOLE_NUMBERS = {"max_in_flight": (options.MAX_IN_FLIGHT, "the sender's default"),
+                 "rate_limit": (options.MAX_RATE_LIMIT, "no limit")}
 #: What a new target is when the body leaves a field out.
 CREATE_DEFAULTS = {"identifier": "", "header_content_type": JSON, "is_active": True,
                    "ordered": False}
@@ -172,16 +176,22 @@ def refuse_constant(name):
 
 
 def target_fields(data):
-    """The target fields in ``data``, checked for unknown names and for their types."""
+    """The target fields in ``data``, checked for unknown names, for their types and the
+    whole numbers for their range."""
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise ApiError(400, f"Unknown fields: {', '.join(unknown)}.", {
             name: [f"This field is not known. The fields are: {', '.join(FIELDS)}."]
             for name in unknown})
-    errors = {name: [type_error(FIELD_TYPES[name])] for name, value in data.items()
+    errors = {name: [type_error(name)] for name, value in data.items()
               if not is_a(value, FIELD_TYPES[name])}
     if errors:
         raise ApiError(400, "Some fields have the wrong type.", errors)
+    errors = {name: [whole_number_error(name)] for name, value in data.items()
+              if name in WHOLE_NUMBERS and value is not None
+              and not 1 <= value <= WHOLE_NUMBERS[name][0]}
+    if errors:
+        raise ApiError(400, "Some fields are out of range.", errors)
     return data
 
 
@@ -203,12 +213,21 @@ TYPE_ERRORS = {bool: "Must be true or false.", str: "Must be a string.",
                dict: "Must be an object of header names to values."}
 
 
-def type_error(kind):
-    """The message for a value that is not of ``kind``."""
+def type_error(name):
+    """The message for a value of the field ``name`` that is not of its type."""
+    if name in WHOLE_NUMBERS:
+        return whole_number_error(name)
+    kind = FIELD_TYPES[name]
     if kind in TYPE_ERRORS:
         return TYPE_ERRORS[kind]
     return "Must be a number of seconds, or null." if int in kind else \
         "Must be a list of waits in seconds, or null."
+
+
+def whole_number_error(name):
+    """The message for a value of the whole-number field ``name`` that it cannot have."""
+    most, null = WHOLE_NUMBERS[name]
+    return f"{name} must be a whole number from 1 to {most}, or null for {null}."
 
 
 def query(request, allowed):
@@ -308,6 +327,8 @@ def target_json(target, *, secret=False):
         "timeout": target.timeout,
         "retry_schedule": target.retry_schedule,
         "ordered": target.ordered,
+        "max_in_flight": target.max_in_flight,
+        "rate_limit": target.rate_limit,
         "health": stats.health(target).as_json(),
     }
     if secret:

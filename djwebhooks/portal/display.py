@@ -1,6 +1,7 @@
 """How a delivery is shown to its owner: the request's headers (never a secret, the
-target's own headers masked), the payload pretty-printed; and a target's retry schedule
-and, when it is ordered, the delivery at the head of its line."""
+target's own headers masked), the payload pretty-printed; and a target's retry schedule,
+its most requests at once, its rate limit and, when it is ordered, the delivery at the head
+of its line."""
 
 import json
 import time
@@ -8,6 +9,7 @@ import time
 from django.utils.translation import gettext as _
 
 from djwebhooks import conf, options
+from djwebhooks.exceptions import WebhookImproperlyConfigured
 from djwebhooks.models import Delivery
 from djwebhooks.senders.orm import DjangoSenderable
 
@@ -40,6 +42,27 @@ def retry_schedule(target):
     except options.OptionError as exc:
         return _("not usable, so the sender's applies: %(why)s") % {"why": exc}
     return options.format_schedule(waits) if waits else _("none: no retries")
+
+
+def max_in_flight(target):
+    """A target's most requests at once: its own, or the sender's default (and the
+    ``MAX_IN_FLIGHT`` it stands for, when that is set and readable)."""
+    if target.max_in_flight is not None:
+        return str(target.max_in_flight)
+    try:
+        most = conf.get_max_in_flight()
+    except WebhookImproperlyConfigured:  # the system checks say why
+        most = None
+    if most is None:
+        return _("the sender's default")
+    return _("%(most)d (the sender's default)") % {"most": most}
+
+
+def rate_limit(target):
+    """A target's rate limit as a phrase: so many a second, or none."""
+    if target.rate_limit is None:
+        return _("none")
+    return _("%(rate)d a second") % {"rate": target.rate_limit}
 
 
 def line_head(target, deliveries=None):

@@ -9,7 +9,7 @@ from djwebhooks.models import WebhookTarget
 
 #: The fields an owner sets; the API takes exactly these (and no others).
 FIELDS = ["event", "identifier", "target_url", "header_content_type", "is_active",
-          "headers", "timeout", "retry_schedule", "ordered"]
+          "headers", "timeout", "retry_schedule", "ordered", "max_in_flight", "rate_limit"]
 
 
 class OwnerTargetForm(TargetOptionsForm):

@@ -74,6 +74,13 @@ def target_properties():
         "ordered": {"type": "boolean",
                     "description": "True: the deliveries are sent one at a time, in the "
                                    "order they were made."},
+        "max_in_flight": nullable("integer", description="The most requests each sending "
+                                                         "process makes to the target at "
+                                                         "once; null: the sender's "
+                                                         "default."),
+        "rate_limit": nullable("integer", description="The most requests a second to the "
+                                                      "target, across every worker; null: "
+                                                      "no limit."),
         "health": ref("Health"),
     }
 
@@ -121,6 +128,15 @@ def input_schema(required):
                                    "they were made: one that fails holds back those after "
                                    "it until it succeeds, fails for good or is cancelled "
                                    "(default false)."},
+        "max_in_flight": nullable("integer", minimum=1, maximum=options.MAX_IN_FLIGHT,
+                                  description="The most requests each sending process makes "
+                                              "to the target at once, fewer while it answers "
+                                              "429, 502, 503 or 504 or times out; null (the "
+                                              "default) for the sender's MAX_IN_FLIGHT."),
+        "rate_limit": nullable("integer", minimum=1, maximum=options.MAX_RATE_LIMIT,
+                               description="The most requests a second to the target, "
+                                           "counted across every worker; null (the default) "
+                                           "for no limit."),
     }, required=required)
 
 

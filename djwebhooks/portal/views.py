@@ -149,6 +149,8 @@ def target_detail(request, target):
         "grace_hours": rotation.grace_seconds() / 3600,
         "total_timeout": conf.get_seconds("TOTAL_TIMEOUT"),
         "retry_schedule": display.retry_schedule(target),
+        "max_in_flight": display.max_in_flight(target),
+        "rate_limit": display.rate_limit(target),
         "line_head": display.line_head(target, access.deliveries_of(request.user))
         if target.ordered else None,
     })
