@@ -115,6 +115,10 @@ class Windows:
         self._lock = threading.Lock()
         self._kept = kept
 
+    def __contains__(self, target_id):
+        """Whether ``target_id``'s cap is below its maximum (it has slowed down)."""
+        return target_id in self._windows
+
     def limit(self, target_id, most):
         """How many requests ``target_id`` may have in flight now, at most ``most``."""
         window = self._windows.get(target_id)

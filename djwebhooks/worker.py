@@ -38,7 +38,8 @@ PREPARE_CHUNK = 100
 #: How long, at most, results are let gather before they are recorded in a batch.
 GATHER_SECONDS = 0.2
 #: Deliveries kept waiting for a target at its cap (or its rate): this many rounds of its
-#: cap, or seconds of its rate; the rest of a claim is given back at once.
+#: cap, or seconds of its rate (or a smallest claim's worth, if more), and as many as a
+#: largest claim for all targets together; the rest of a claim is given back at once.
 PARKED_ROUNDS = 2
 
 
@@ -354,7 +355,7 @@ class Worker:
                 target = item.delivery.webhook_target
                 self._targets_in_flight[target.pk] += 1
                 if target.pk in self._parked or target.rate_limit is not None or \
-                        self._admitted[target.pk] >= self._limit(target):
+                        self._capped(target):
                     if not self._park(item):
                         given_back.append(item)
                 else:
@@ -372,6 +373,16 @@ class Worker:
         return pacing.windows.limit(
             target.pk, pacing.maximum(target, self.concurrency, self._default_most))
 
+    def _capped(self, target):
+        """Whether ``target`` has as many requests queued or being sent as its cap allows,
+        when its cap is below the threads' number (at or above it, the threads are the
+        bound, and its deliveries queue for them as any others do)."""
+        if target.max_in_flight is None and self._default_most is None and \
+                target.pk not in pacing.windows:
+            return False  # at the threads' number: the usual case, decided at once
+        limit = self._limit(target)
+        return limit < self.concurrency and self._admitted[target.pk] >= limit
+
     def _admit(self, item):
         """Queue ``item`` for the threads (called with the lock held)."""
         self._admitted[item.delivery.webhook_target_id] += 1
@@ -384,8 +395,10 @@ class Worker:
         target = item.delivery.webhook_target
         parked = self._parked.setdefault(target.pk, collections.deque())
         rate = pacing.rate_of(target)
-        keep = PARKED_ROUNDS * max(self._limit(target), rate or 0)
-        if len(parked) >= min(keep, self.max_batch):
+        keep = max(PARKED_ROUNDS * max(self._limit(target), rate or 0), self.min_batch)
+        if len(parked) >= min(keep, self.max_batch) or self._parked_count >= self.max_batch:
+            if not parked:
+                del self._parked[target.pk]
             return False
         parked.append(item)
         self._parked_count += 1
@@ -689,7 +702,7 @@ class Worker:
             self._results.append((delivery, result))
             self._in_flight -= 1
             self._unadmit(target)
-            if skip is None:
+            if skip is None and (not result.success or target in pacing.windows):
                 pacing.windows.answered(
                     target, pacing.maximum(delivery.webhook_target, self.concurrency,
                                            self._default_most), result, item.started)

@@ -10,9 +10,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from djwebhooks import pacing
+from djwebhooks import pacing, sending
 from djwebhooks.exceptions import DeliveryError, DeliveryTimeout
-from djwebhooks.models import Delivery, RateBucket, WorkerHeartbeat
+from djwebhooks.models import Delivery, RateBucket, WebhookTarget, WorkerHeartbeat
 from djwebhooks.senders.base import AttemptResult
 from djwebhooks.sending import send_deliveries
 from djwebhooks.worker import Worker
@@ -402,3 +402,28 @@ def test_a_rate_saved_from_code_without_validation_is_bounded(make_target):
     assert pacing.rate_of(target) == 1  # slow, never stopped
     target.rate_limit = 10**9
     assert pacing.rate_of(target) == 10_000
+
+
+def prepared(target, count):
+    return [sending.Ready(Delivery(pk=pk, webhook_target=target), None)
+            for pk in range(1, count + 1)]
+
+
+def test_a_backlog_for_a_target_under_no_cap_is_queued_whole_for_the_threads():
+    worker_ = Worker(concurrency=4)
+    items = prepared(WebhookTarget(pk=1), 100)
+    worker_._queue_prepared([item.delivery.pk for item in items], items, [])
+    # Claimed ahead, as for any target: the threads are the bound.
+    assert worker_._queue.qsize() == 100
+    assert not worker_._parked
+
+
+@pytest.mark.django_db
+def test_a_capped_targets_backlog_waits_in_the_worker_and_the_rest_is_given_back():
+    worker_ = Worker(concurrency=4)
+    items = prepared(WebhookTarget(pk=1, max_in_flight=2), 100)
+    worker_._queue_prepared([item.delivery.pk for item in items], items, [])
+    assert worker_._queue.qsize() == 2
+    assert worker_._parked_count == worker_.min_batch
+    assert worker_._claimed == -(100 - 2 - worker_.min_batch)  # given back
+    assert worker_._held_back() == {1}
