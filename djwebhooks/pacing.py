@@ -181,6 +181,10 @@ def take(target_id, rate, wanted, *, using):
             continue
         busy, now = found[0]
         start = max(busy, now)
+        if (start - now).total_seconds() > BURST_SECONDS + interval:
+            # Further ahead than any grant puts it: the database's clock went back. The
+            # target is not held up for the time it went back.
+            start = now
         room = (now + timedelta(seconds=BURST_SECONDS) - start).total_seconds()
         granted = min(wanted, math.floor(room * rate + 1e-9))
         if granted <= 0:

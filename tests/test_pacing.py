@@ -160,6 +160,14 @@ def test_time_unspent_is_not_saved_up_beyond_a_second(make_target):
     assert take(target, 100)[0] == 5
 
 
+@pytest.mark.django_db
+def test_a_clock_that_went_back_does_not_hold_a_target_up(make_target):
+    target = make_target(rate_limit=5)
+    take(target, 1)
+    age(target, -3600)  # as if the database's clock had gone back an hour since
+    assert take(target, 5)[0] == 5
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor == "sqlite",
                     reason="SQLite's shared in-memory test database refuses a second writer "
