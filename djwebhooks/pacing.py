@@ -21,6 +21,7 @@ update (compare and set), so it needs no lock and no transaction, on every datab
 """
 
 import collections
+import logging
 import math
 import threading
 import time
@@ -31,6 +32,8 @@ from django.db import IntegrityError
 from djwebhooks import _sql, options
 from djwebhooks.exceptions import DeliveryTimeout
 from djwebhooks.models import DatabaseNow, RateBucket
+
+logger = logging.getLogger("djwebhooks.pacing")
 
 #: Answers that say "slow down": Too Many Requests, Bad Gateway, Service Unavailable and
 #: Gateway Timeout.
@@ -50,6 +53,12 @@ def slows_down(result):
     """Whether ``result`` (an ``AttemptResult``) asks for fewer requests at once."""
     return result.response_status in SLOW_DOWN or isinstance(result.exception,
                                                              DeliveryTimeout)
+
+
+def _said(result):
+    if result.response_status is not None:
+        return str(result.response_status)
+    return "nothing in time"
 
 
 def maximum(target, concurrency, default=None):
@@ -148,10 +157,17 @@ class Windows:
                 window = self._windows[target_id] = Window(most)
             else:
                 window.cap = min(window.cap, float(most))
-            if window.cut(started, time.monotonic()):
-                self._windows.move_to_end(target_id)
-                while len(self._windows) > self._kept:
-                    self._windows.popitem(last=False)
+            before = window.limit()
+            if not window.cut(started, time.monotonic()):
+                return
+            self._windows.move_to_end(target_id)
+            while len(self._windows) > self._kept:
+                self._windows.popitem(last=False)
+            after = window.limit()
+        if after < before:
+            logger.info("Target %s answered %s: at most %s %s at once from this process "
+                        "(was %s).", target_id, _said(result), after,
+                        "request" if after == 1 else "requests", before)
 
     def forget(self):
         with self._lock:

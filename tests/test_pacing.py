@@ -37,6 +37,20 @@ def test_an_answer_that_says_slow_down_halves_the_cap(status):
     assert windows.limit(7, 16) == 8
 
 
+def test_a_cut_is_logged(caplog):
+    caplog.set_level("INFO", logger="djwebhooks.pacing")
+    windows = pacing.Windows()
+    windows.answered(7, 16, answer(429), started=time.monotonic())
+    windows.answered(7, 2, answer(None, exception=DeliveryTimeout("slow")),
+                     started=time.monotonic())
+    windows.answered(7, 2, answer(429), started=time.monotonic())  # at one already
+    assert [r.getMessage() for r in caplog.records] == [
+        "Target 7 answered 429: at most 8 requests at once from this process (was 16).",
+        "Target 7 answered nothing in time: at most 1 request at once from this process "
+        "(was 2).",
+    ]
+
+
 def test_a_timeout_halves_the_cap_and_other_failures_do_not():
     windows = pacing.Windows()
     windows.answered(7, 16, answer(500), started=time.monotonic())
