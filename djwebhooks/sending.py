@@ -42,9 +42,9 @@ logger = logging.getLogger("djwebhooks.sending")
 MIN_REQUEST_SECONDS = 1.0
 #: How long past its deadline a request on the event loop is waited for.
 LOOP_GRACE_SECONDS = 10.0
-#: Without a budget, how long a call waits for a rate-limited target to have room; a
-#: delivery that would wait longer is given back (handed to the backend for then, where
-#: it defers).
+#: Without a budget, how long in all a call waits for rate-limited targets to have room;
+#: the deliveries that would make it wait longer are given back (handed to the backend
+#: for then, where it defers), so that a queue's task is not held by a slow rate.
 RATE_WAIT_SECONDS = 1.0
 
 _local = threading.local()
@@ -75,7 +75,7 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
     it would not outlast the request's deadline. No target gets more requests at once
     than its cap (``djwebhooks.pacing``) nor more a second than its rate limit: those
     left for lack of rate wait for it (while the budget lasts, or ``RATE_WAIT_SECONDS``
-    without one), and are otherwise given back, and handed to ``retry`` for the moment
+    in all without one), and are otherwise given back, and handed to ``retry`` for the moment
     the rate has room.
     ``session`` is the HTTP session to send with (each thread's pooled one when None).
     ``retry(ids, run_after=when)``, when given, is called once the outcomes are committed
@@ -103,7 +103,7 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
     default_most = _default_most()
     pending = ready
     end = None
-    unsent, starved, wait = [], [], 0.0
+    unsent, starved, wait, waited = [], [], 0.0, 0.0
     lost = set()
     while pending:
         now = time.monotonic()
@@ -135,11 +135,13 @@ def send_deliveries(delivery_ids, *, claimant=None, budget=None, session=None, r
             if not pending:
                 break
             # Every delivery left waits for its target's rate.
-            longest = RATE_WAIT_SECONDS if left is None else left - MIN_REQUEST_SECONDS
+            longest = RATE_WAIT_SECONDS - waited if left is None else \
+                left - MIN_REQUEST_SECONDS
             if wait > longest:
                 starved = [later.delivery.pk for later in pending]
                 break
             time.sleep(wait)
+            waited += wait
             continue
         results = send_all(wave, total_timeout=deadline, mode=mode)
         for item, result in zip(wave, results, strict=True):

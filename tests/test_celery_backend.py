@@ -232,6 +232,27 @@ def test_retries_are_scheduled_through_celery(tmp_path, broker, queue_name, cele
 
 @shared_database
 @pytest.mark.django_db(transaction=True)
+def test_a_rate_limited_target_is_sent_at_its_rate_through_celery(
+        tmp_path, broker, queue_name, celery_backend, receiver, user, make_target):
+    """A task sends what the target's rate allows within a second of waiting and hands the
+    rest back to the queue for when the rate has room, until every delivery is sent. (No
+    webhooks_sweep runs: without the hand-over, the deliveries one task has no time for
+    would stay pending.)"""
+    make_target(rate_limit=2)
+    arrivals = []
+    receiver.respond = lambda request: arrivals.append(time.monotonic())
+    deliveries = commit_deliveries(user, 10)
+    with running(celery_worker(tmp_path, "worker", broker, queue_name, celery_backend)) as w:
+        wait_until(lambda: statuses() == {"succeeded": 10}, 60,
+                   lambda: f"{statuses()}\n{w.describe()}")
+    assert set(received_ids(receiver)) == {d.hash_value for d in deliveries}
+    assert len(arrivals) == 10
+    # Two at once, then two a second: the other eight take about four seconds.
+    assert arrivals[-1] - arrivals[0] >= 3.5
+
+
+@shared_database
+@pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_run_loses_nothing_and_sends_nothing_twice(
         tmp_path, broker, queue_name, celery_backend, receiver, user, make_target):
     """SIGKILL a worker (every process of it) while requests are in flight: its messages

@@ -369,6 +369,22 @@ def test_a_call_waits_for_the_rate_within_its_budget(make_target, user, receiver
 
 
 @pytest.mark.django_db
+def test_without_a_budget_a_call_waits_a_second_in_all_and_hands_the_rest_over(
+        make_target, user, receiver):
+    make_target(rate_limit=2)
+    ids = [d.pk for d in create_deliveries(user, 10)]
+    handed = []
+    started = time.monotonic()
+    outcomes = send_deliveries(ids, concurrency=10,
+                               retry=lambda ids, run_after: handed.append(ids))
+    # Two at once, then one each half second for a second; a queue's task is not held.
+    assert 3 <= len(outcomes) <= 5
+    assert time.monotonic() - started < 2
+    [later] = handed
+    assert sorted(later + [d.pk for d, _ in outcomes]) == sorted(ids)
+
+
+@pytest.mark.django_db
 def test_what_the_rate_leaves_no_time_for_is_handed_to_the_backend_for_later(
         make_target, user, receiver):
     make_target(rate_limit=1)
