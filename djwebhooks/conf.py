@@ -191,13 +191,20 @@ def send_mode_problem(mode, name="DJWEBHOOKS['SEND_MODE']"):
 def get_max_in_flight():
     """``MAX_IN_FLIGHT``: a whole number of requests, or None (no cap of its own)."""
     most = get_setting("MAX_IN_FLIGHT")
-    if most is None:
-        return None
-    if isinstance(most, bool) or not isinstance(most, int) or most < 1:
-        raise WebhookImproperlyConfigured(
-            f"DJWEBHOOKS['MAX_IN_FLIGHT'] must be a whole number of at least 1, or None, got "
-            f"{most!r}.")
-    return min(most, target_options.MAX_IN_FLIGHT)
+    problem = max_in_flight_problem(most)
+    if problem:
+        raise WebhookImproperlyConfigured(problem)
+    return most
+
+
+def max_in_flight_problem(most):
+    """What is wrong with ``most`` as ``MAX_IN_FLIGHT``, or "" when nothing is."""
+    if most is not None and (isinstance(most, bool) or not isinstance(most, int)
+                             or not 1 <= most <= target_options.MAX_IN_FLIGHT):
+        return (f"DJWEBHOOKS['MAX_IN_FLIGHT'] must be a whole number from 1 to "
+                f"{target_options.MAX_IN_FLIGHT}, or None for no cap but the sender's "
+                f"concurrency, got {most!r}.")
+    return ""
 
 
 def get_timeouts():
@@ -336,14 +343,9 @@ def settings_problems():
         yield "MAX_PAYLOAD_BYTES", (
             f"DJWEBHOOKS['MAX_PAYLOAD_BYTES'] must be a positive whole number, got {size!r}."
         )
-    most = raw.get("MAX_IN_FLIGHT", DEFAULTS["MAX_IN_FLIGHT"])
-    if most is not None and (isinstance(most, bool) or not isinstance(most, int)
-                             or not 1 <= most <= target_options.MAX_IN_FLIGHT):
-        yield "MAX_IN_FLIGHT", (
-            f"DJWEBHOOKS['MAX_IN_FLIGHT'] must be a whole number from 1 to "
-            f"{target_options.MAX_IN_FLIGHT}, or None for no cap but the sender's concurrency, got "
-            f"{most!r}."
-        )
+    problem = max_in_flight_problem(raw.get("MAX_IN_FLIGHT", DEFAULTS["MAX_IN_FLIGHT"]))
+    if problem:
+        yield "MAX_IN_FLIGHT", problem
     problem = send_mode_problem(raw.get("SEND_MODE", DEFAULTS["SEND_MODE"]))
     if problem:
         yield "SEND_MODE", problem

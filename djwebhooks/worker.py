@@ -552,22 +552,14 @@ class Worker:
             self._parked.clear()
             self._paced.clear()
             self._parked_count = 0
-            for item in parked:
-                self._forget(item.delivery)
-        if parked:
-            try:
-                queue.release(self.claimant, [item.delivery.pk for item in parked])
-            except DatabaseError:
-                logger.exception("Worker %s could not give back %s claims; they expire "
-                                 "with their lease.", self.worker_id, len(parked))
-        if not unsent:
-            return
-        ids = [item.delivery.pk for item in unsent]
-        with self._changed:
             self._in_flight -= len(unsent)
             for item in unsent:
                 self._unadmit(item.delivery.webhook_target_id)
+            for item in unsent + parked:
                 self._forget(item.delivery)
+        ids = [item.delivery.pk for item in unsent + parked]
+        if not ids:
+            return
         try:
             queue.release(self.claimant, ids)
         except DatabaseError:
