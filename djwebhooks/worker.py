@@ -29,7 +29,8 @@ logger = logging.getLogger("djwebhooks.worker")
 
 #: How many database errors in a row a ``burst`` worker takes before it gives up.
 BURST_DATABASE_ERRORS = 5
-#: Failing targets remembered at most (those with nothing in flight are forgotten first).
+#: Failing targets remembered at most (those with nothing in flight are forgotten first),
+#: and as many targets that have answered (a target forgotten is on probation again).
 FAILING_TARGETS_KEPT = 10_000
 #: Heartbeat rows of workers not seen for this long are deleted when a worker starts.
 HEARTBEAT_RETENTION = 86400
@@ -123,6 +124,9 @@ class Worker:
         self._paced = {}
         self._default_most = None  # MAX_IN_FLIGHT, read at each claim
         self._failing = collections.OrderedDict()  # target id -> True, oldest first
+        #: Targets that have answered this worker (threads mode): id -> True, oldest
+        #: first. Until a target answers, it gets one thread at a time (see ``_limit``).
+        self._answered = collections.OrderedDict()
         self._changed = threading.Condition()
         self._queue = queues.SimpleQueue()
         self._next_beat = 0.0
@@ -369,16 +373,36 @@ class Worker:
             self._event_loop.call_soon(self._dispatch)
 
     def _limit(self, target):
-        """How many requests ``target`` may have in flight from here now."""
+        """How many requests ``target`` may have in flight from here now: one while it is
+        on probation, else its cap."""
+        if self._on_probation(target.pk):
+            return 1
         return pacing.windows.limit(
             target.pk, pacing.maximum(target, self.concurrency, self._default_most))
+
+    def _on_probation(self, target_id):
+        """Whether ``target_id`` has yet to answer this worker in the threads mode: a
+        receiver that hangs from its first request then holds one thread, not every one,
+        until its timeout says so. (On the event loop, a request waiting costs no thread.)"""
+        return self._event_loop is None and target_id not in self._answered
+
+    def _heard(self, target_id, result):
+        """Note whether ``target_id`` answered (called with the lock held): any HTTP
+        answer ends its probation, and a timeout begins it again."""
+        if result.response_status is not None:
+            self._answered[target_id] = True
+            self._answered.move_to_end(target_id)
+            while len(self._answered) > FAILING_TARGETS_KEPT:
+                self._answered.popitem(last=False)
+        elif pacing.slows_down(result):
+            self._answered.pop(target_id, None)
 
     def _capped(self, target):
         """Whether ``target`` has as many requests queued or being sent as its cap allows,
         when its cap is below the threads' number (at or above it, the threads are the
         bound, and its deliveries queue for them as any others do)."""
         if target.max_in_flight is None and self._default_most is None and \
-                target.pk not in pacing.windows:
+                target.pk not in pacing.windows and not self._on_probation(target.pk):
             return False  # at the threads' number: the usual case, decided at once
         limit = self._limit(target)
         return limit < self.concurrency and self._admitted[target.pk] >= limit
@@ -694,6 +718,8 @@ class Worker:
             self._results.append((delivery, result))
             self._in_flight -= 1
             self._unadmit(target)
+            if skip is None and self._event_loop is None:
+                self._heard(target, result)
             if skip is None and (not result.success or target in pacing.windows):
                 pacing.windows.answered(
                     target, pacing.maximum(delivery.webhook_target, self.concurrency,

@@ -310,6 +310,41 @@ def test_a_target_at_its_cap_does_not_hold_up_the_others(database_backend, make_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_target_that_has_not_answered_yet_takes_one_thread(database_backend, settings,
+                                                             make_target, user, receiver):
+    """A receiver that hangs from the start holds one of the worker's threads, not all of
+    them: the others' deliveries, queued behind its own, are sent meanwhile."""
+    settings.DJWEBHOOKS = {**settings.DJWEBHOOKS, "READ_TIMEOUT": 3, "TOTAL_TIMEOUT": 3}
+    make_target(target_url=receiver.url + "/hang/")
+    make_target(target_url=receiver.url + "/fast/")
+    receiver.routes["/hang/"] = Reply(delay=5)
+    create_deliveries(user, 8, targets=2)  # the two targets' deliveries alternate
+    fast, started, took = answered(receiver, 8, path="/fast/"), time.monotonic(), []
+
+    def done():
+        took.append(time.monotonic() - started)
+        return fast()
+
+    run_until([Worker(concurrency=4, interval=0.02, mode="threads")], done)
+    # All eight well within the hanging receiver's 3 s: none waited for a thread it held.
+    # (Stopping the worker waits for the hanging request.)
+    assert took[-1] < 2
+    assert receiver.most_in_flight_by_path["/hang/"] == 1
+
+
+def test_any_answer_ends_a_targets_probation_and_a_timeout_begins_it_again():
+    worker_ = Worker(concurrency=4, mode="threads")
+    target = WebhookTarget(pk=1)
+    assert worker_._limit(target) == 1
+    worker_._heard(1, answer(500))  # an answer, if not a good one: the receiver is there
+    assert worker_._limit(target) == 4
+    worker_._heard(1, answer(None, exception=DeliveryError("refused")))
+    assert worker_._limit(target) == 4
+    worker_._heard(1, answer(None, exception=DeliveryTimeout("no answer")))
+    assert worker_._limit(target) == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_two_workers_keep_to_a_rate_limit_between_them(database_backend, make_target, user,
                                                        receiver):
     make_target(rate_limit=5)
@@ -449,6 +484,7 @@ def prepared(target, count):
 
 def test_a_backlog_for_a_target_under_no_cap_is_queued_whole_for_the_threads():
     worker_ = Worker(concurrency=4)
+    worker_._answered[1] = True  # not a target on probation
     items = prepared(WebhookTarget(pk=1), 100)
     worker_._queue_prepared([item.delivery.pk for item in items], items, [])
     # Claimed ahead, as for any target: the threads are the bound.
@@ -459,6 +495,7 @@ def test_a_backlog_for_a_target_under_no_cap_is_queued_whole_for_the_threads():
 @pytest.mark.django_db
 def test_a_capped_targets_backlog_waits_in_the_worker_and_the_rest_is_given_back():
     worker_ = Worker(concurrency=4)
+    worker_._answered[1] = True
     items = prepared(WebhookTarget(pk=1, max_in_flight=2), 100)
     worker_._queue_prepared([item.delivery.pk for item in items], items, [])
     assert worker_._queue.qsize() == 2

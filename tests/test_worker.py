@@ -256,13 +256,17 @@ def test_stop_lets_in_flight_deliveries_finish(make_target, user, receiver):
     thread = threading.Thread(target=worker.run)
     thread.start()
     deadline = time.monotonic() + 5
-    while len(receiver.requests) < 2 and time.monotonic() < deadline:
+    while receiver.in_flight < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     worker.stop()
     thread.join(5)
     assert not thread.is_alive()
-    assert Delivery.objects.filter(status="succeeded").count() == 2
-    assert Delivery.objects.pending().filter(attempt=0, claimed_by="").count() == 4
+    # The two in flight (and the one before them, once the target had answered) finished;
+    # the rest were given back, unsent.
+    sent = len(receiver.requests)
+    assert sent >= 2
+    assert Delivery.objects.filter(status="succeeded").count() == sent
+    assert Delivery.objects.pending().filter(attempt=0, claimed_by="").count() == 6 - sent
 
 
 def test_database_errors_while_claiming_are_waited_out(monkeypatch, make_target, user,
