@@ -119,14 +119,17 @@ def test_a_request_that_hangs_does_not_hold_up_what_is_committed_meanwhile(
     # end the wait while the hanging request is in flight.
     monkeypatch.setattr(worker_module, "GATHER_SECONDS", LONG_INTERVAL)
     receiver.replies.append(Reply(delay=4.5))  # the first request: past its deadline
-    make_target()
+    # Another target for the second delivery: a worker sends one request at a time to a
+    # target that has not answered yet, so the hanging one's own would wait for it.
+    make_target(identifier="first", target_url=receiver.url + "/first/")
+    make_target(identifier="second", target_url=receiver.url + "/second/")
     with running(Worker(interval=LONG_INTERVAL)) as worker:
         assert listening(worker)
-        send_event("project.update", {"n": 1}, owner=user)
+        send_event("project.update", {"n": 1}, owner=user, identifier="first")
         assert wait_until(lambda: len(receiver.requests) == 1)
         time.sleep(0.2)
         started = time.monotonic()
-        [second] = send_event("project.update", {"n": 2}, owner=user)
+        [second] = send_event("project.update", {"n": 2}, owner=user, identifier="second")
         assert wait_until(lambda: len(receiver.requests) == 2, timeout=2)
         assert time.monotonic() - started < 2  # not when the first one timed out (4 s)
     assert receiver.requests[1].headers["webhook-id"] == second.hash_value
