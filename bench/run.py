@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["caller", "throughput", "slow", "hol", "memory", "queue-throughput", "queue-slow",
-         "latency", "async-throughput", "async-slow", "async-dead"]
+         "latency", "async-throughput", "async-slow", "async-dead", "budget"]
 #: The backends each scenario measures (its baselines are measured whatever is chosen).
 MEASURES = {name: ("database", "inline") for name in NAMES[:5]}
 MEASURES.update({"queue-throughput": ("celery", "tasks"), "queue-slow": ("celery", "tasks"),
@@ -320,7 +320,9 @@ the same requests without the database, is its own ceiling); (7) the ideal time,
 concurrency × latency; (8) the same worker polling (`listen=False`), whose median is about
 half its interval; (9) the async mode against a bare aiohttp loop with as many requests
 in flight, the threads against the bare loop of prepared requests with as many threads; (10)
-the ideal time, and bare aiohttp beside it; (11) as (4), with an async worker. Targets for
+the ideal time, and bare aiohttp beside it; (11) as (4), with an async worker; (12) each
+step of the send path alone, in CPU time of one thread, against the bare call of the same
+client, and their sum: the most one process could send. Targets for
 10 and 100 targets in (1) are the straight line between the
 stated 1 ms for one target and 30 ms for 1,000. Throughput targets are ≥ 0.7× the bare
 requests loop and ≥ 0.8× the strict baseline, and for the queues ≥ 0.6× the database worker
@@ -349,7 +351,7 @@ def run(args, url, started):
     setup_django(url)
     from django.db import connection
 
-    from bench import asyncmode, chart, latency, queues, scenarios
+    from bench import asyncmode, budget, chart, latency, queues, scenarios
     from bench.receiver import ReceiverProcess
 
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes.full(args.size)
@@ -383,7 +385,7 @@ def run(args, url, started):
                                          "repeat": max(1, args.repeat),
                                          "slow_workers": max(1, args.slow_workers)})
         every = {**scenarios.SCENARIOS, **queues.SCENARIOS, **latency.SCENARIOS,
-                 **asyncmode.SCENARIOS}
+                 **asyncmode.SCENARIOS, **budget.SCENARIOS}
         steps = [(name, every[name]) for name in args.only]
         if "caller" in args.only or "throughput" in args.only:
             steps.append(("queries", scenarios.worker_query_rows))

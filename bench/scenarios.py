@@ -109,6 +109,8 @@ class Sizes:
     async_slow_concurrency: int = 1000
     async_slow_latency_ms: int = 2000
     async_dead_concurrency: int = 64
+    # Scenario 12, the CPU budget (bench/budget.py).
+    budget_deliveries: int = 2000
 
     @classmethod
     def full(cls, scale=1.0):
@@ -124,6 +126,7 @@ class Sizes:
             repetitions={n: scaled(r, 3) for n, r in sizes.repetitions.items()},
             inline_repetitions={n: scaled(r, 2) for n, r in sizes.inline_repetitions.items()},
             throughput_deliveries=scaled(sizes.throughput_deliveries, 100),
+            budget_deliveries=scaled(sizes.budget_deliveries, 100),
             inline_calls=scaled(sizes.inline_calls, 50),
             slow_deliveries=scaled(sizes.slow_deliveries, sizes.slow_concurrency),
             hol_seconds=max(2.0, sizes.hol_seconds * scale),
@@ -169,6 +172,7 @@ class Sizes:
             async_slow_concurrency=20,
             async_slow_latency_ms=200,
             async_dead_concurrency=8,
+            budget_deliveries=50,
         )
 
     def scale_memory(self, factor):
