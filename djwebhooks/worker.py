@@ -22,6 +22,7 @@ import time
 from django.db import DatabaseError, connections
 
 from djwebhooks import _sql, conf, models, pacing, queue, sending, transport, wakeup
+from djwebhooks.exceptions import DeliveryTimeout
 from djwebhooks.models import DatabaseNow, WorkerHeartbeat
 from djwebhooks.senders.orm import DjangoSenderable
 
@@ -394,7 +395,7 @@ class Worker:
             self._answered.move_to_end(target_id)
             while len(self._answered) > FAILING_TARGETS_KEPT:
                 self._answered.popitem(last=False)
-        elif pacing.slows_down(result):
+        elif isinstance(result.exception, DeliveryTimeout):
             self._answered.pop(target_id, None)
 
     def _capped(self, target):
