@@ -5,7 +5,8 @@ measured), does its work and prints ``result {json}``. Modes:
 
 - ``worker``: ``djwebhooks.worker.Worker`` with the given ``concurrency``, ``interval``,
   ``listen``, ``burst`` and ``send_mode`` (the worker's defaults for those not given);
-  without ``burst`` it runs until ``stop`` arrives on stdin.
+  without ``burst`` it runs until ``stop`` arrives on stdin. With ``send_mode`` async, the
+  HTTP client's module is imported before ``ready``, as ``bare_aio``'s is.
 - ``bare``: the ceiling for this HTTP client: ``concurrency`` threads, each with its own
   plain ``requests.Session``, POST the requests listed in ``requests_file`` (JSON lines of
   ``[url, headers, body]``, from ``start`` to ``stop``). No database, no signing. With
@@ -376,6 +377,8 @@ def main():
         import django
 
         django.setup()
+        if config.get("send_mode") == "async":
+            import djwebhooks.aio  # noqa: F401 - start-up, as the bare loop's import of aiohttp
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
