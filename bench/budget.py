@@ -21,6 +21,7 @@ targets are measured against.
 
 import asyncio
 import time
+from importlib.util import find_spec
 
 from bench.scenarios import Row, analyze, fan_out, make_targets, reset_tables
 
@@ -28,6 +29,11 @@ SCENARIO = "12 CPU budget"
 ROUNDS = 3
 BATCH = 100
 IN_FLIGHT = 64
+BARE_URLLIB3 = "HTTP call, bare urllib3 loop"
+BARE_AIOHTTP = "HTTP call, bare aiohttp loop"
+#: The async steps' names, each for what ``_async_steps`` measures.
+ASYNC_STEPS = {"bare": BARE_AIOHTTP, "guarded": "HTTP call, aio.Client",
+               "send": "HTTP call as sent (sending.send_async)"}
 
 
 def scenario_budget(ctx):
@@ -79,11 +85,10 @@ def scenario_budget(ctx):
         for item in items:
             fresh(item).sender.build_request()
 
-    steps = [("HTTP call, bare urllib3 loop", bare), ("HTTP call, dj-webhooks' client", client),
+    steps = [(BARE_URLLIB3, bare), ("HTTP call, dj-webhooks' client", client),
              ("HTTP call as sent (sending.send)", send), ("building and signing", build)]
     cpu = {name: _fastest(run, len(items)) for name, run in steps}
 
-    from importlib.util import find_spec
     if find_spec("aiohttp") is not None:
         cpu.update(_async_steps(items, requests, options, fresh))
 
@@ -122,18 +127,17 @@ def scenario_budget(ctx):
 
     database = sum(cpu[f"database: {name} (a claim of {BATCH})"] for name in spent)
     rows = []
-    bare_cpu = cpu["HTTP call, bare urllib3 loop"]
     for name, value in cpu.items():
-        baseline = cpu.get("HTTP call, bare aiohttp loop") if "aio" in name or \
-            "send_async" in name else bare_cpu
+        # The HTTP steps beside their client's bare call; the database steps have none.
+        bare_call = None if name.startswith("database") else \
+            cpu[BARE_AIOHTTP if name in ASYNC_STEPS.values() else BARE_URLLIB3]
         rows.append(Row(f"{SCENARIO}: {name}", "database", ctx.database,
-                        f"{len(items)} deliveries", value, "µs CPU per delivery",
-                        baseline if not name.startswith("database") else None,
-                        "the bare call" if not name.startswith("database") else ""))
+                        f"{len(items)} deliveries", value, "µs CPU per delivery", bare_call,
+                        "the bare call" if bare_call is not None else ""))
         ctx.log(f"  {name}: {value:.1f} µs")
     for mode, sent, bare_name in (
-            ("threads", "HTTP call as sent (sending.send)", "HTTP call, bare urllib3 loop"),
-            ("async", "HTTP call as sent (sending.send_async)", "HTTP call, bare aiohttp loop")):
+            ("threads", "HTTP call as sent (sending.send)", BARE_URLLIB3),
+            ("async", ASYNC_STEPS["send"], BARE_AIOHTTP)):
         if sent not in cpu:
             continue
         whole = cpu[sent] + database
@@ -194,10 +198,8 @@ def _async_steps(items, requests, options, fresh):
         await client.close()
         return spent * 1e6 / len(items)
 
-    names = {"bare": "HTTP call, bare aiohttp loop", "guarded": "HTTP call, aio.Client",
-             "send": "HTTP call as sent (sending.send_async)"}
     return {name: min(asyncio.run(measure(kind)) for _ in range(ROUNDS))
-            for kind, name in names.items()}
+            for kind, name in ASYNC_STEPS.items()}
 
 
 SCENARIOS = {"budget": scenario_budget}
