@@ -391,10 +391,7 @@ class Worker:
         """Note whether ``target_id`` answered (called with the lock held): any HTTP
         answer ends its probation, and a timeout begins it again."""
         if result.response_status is not None:
-            self._answered[target_id] = True
-            self._answered.move_to_end(target_id)
-            while len(self._answered) > FAILING_TARGETS_KEPT:
-                self._answered.popitem(last=False)
+            _remember(self._answered, target_id)
         elif isinstance(result.exception, DeliveryTimeout):
             self._answered.pop(target_id, None)
 
@@ -636,10 +633,7 @@ class Worker:
         if not failed:
             self._failing.pop(target, None)
             return
-        self._failing[target] = True
-        self._failing.move_to_end(target)
-        while len(self._failing) > FAILING_TARGETS_KEPT:
-            self._failing.popitem(last=False)
+        _remember(self._failing, target)
 
     def _pause(self, seconds):
         with self._changed:
@@ -771,6 +765,15 @@ class Worker:
                 self._async_sending -= 1
                 if not self._async_sending:
                     self._changed.notify_all()
+
+
+def _remember(recent, target_id):
+    """Put ``target_id`` last in ``recent`` (an ``OrderedDict``, oldest first), forgetting
+    the oldest beyond ``FAILING_TARGETS_KEPT``."""
+    recent[target_id] = True
+    recent.move_to_end(target_id)
+    while len(recent) > FAILING_TARGETS_KEPT:
+        recent.popitem(last=False)
 
 
 #: A thread's answer for a delivery it put back instead of sending.
