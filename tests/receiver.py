@@ -53,7 +53,7 @@ class Receiver:
         #: ``Reply``, or None for the usual one; before everything else.
         self.respond = None
         self.in_flight = 0
-        self.most_in_flight = 0  # the most requests answered at once
+        self.most_in_flight = 0  # the most requests read and not yet answered at once
         self.most_in_flight_by_path = collections.Counter()
         self._lock = threading.Lock()
         receiver = self
@@ -80,9 +80,17 @@ class Receiver:
                     in_flight[self.path] += 1
                     most = receiver.most_in_flight_by_path
                     most[self.path] = max(most[self.path], in_flight[self.path])
+                self.counted = True
                 try:
                     self.answer(reply)
                 finally:
+                    self.answering()
+
+            def answering(self):
+                """Stop counting this request as in flight: from its answer's first byte
+                the client may have it, and send its next request."""
+                if self.counted:
+                    self.counted = False
                     with receiver._lock:
                         receiver.in_flight -= 1
                         in_flight[self.path] -= 1
@@ -95,6 +103,7 @@ class Receiver:
                         reply = Reply(status=503, body=b"not all at once")
                 if reply.delay:
                     time.sleep(reply.delay)
+                self.answering()
                 try:
                     if reply.header_drip:
                         head = (f"HTTP/1.1 {reply.status} OK\r\nContent-Length: "

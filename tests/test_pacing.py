@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+import urllib3
 from django.db import connection
 from django.utils import timezone
 
@@ -270,6 +271,16 @@ def test_a_receiver_that_takes_three_at_once_gets_three_at_once(
     later = answers[len(answers) // 2:]
     assert sum(later) / len(later) < 0.10
     assert pacing.windows.limit(target.pk, 16) <= 4
+
+
+def test_the_receiver_counts_a_request_until_it_answers_not_after(receiver):
+    """The counts of requests at once the tests below read: a client that has its answer,
+    and so may send its next request at once, is no longer counted."""
+    pool = urllib3.PoolManager()
+    for _ in range(200):
+        assert pool.request("POST", receiver.url + "/", body=b"{}").status == 200
+        assert receiver.in_flight == 0
+    assert receiver.most_in_flight == 1
 
 
 @pytest.mark.django_db(transaction=True)
