@@ -16,6 +16,9 @@ from tests.receiver import Reply
 MESSAGES = 1000
 #: The share of requests the receiver answers with a 500.
 FAILING = 0.2
+#: How long the receiver takes over each answer: long enough for requests that are in
+#: flight together to be seen together.
+DELAY = 0.002
 
 pytestmark = [
     pytest.mark.postgres,
@@ -47,12 +50,12 @@ def test_ordered_targets_get_their_messages_in_creation_order_from_four_workers(
         # Called under the receiver's lock: the arrival order is the order of these calls.
         if chance.random() < FAILING:
             answers["failed"] += 1
-            return Reply(status=500, body=b"not now")
+            return Reply(status=500, body=b"not now", delay=DELAY)
         number = json.loads(request.body)["data"]["number"]
         if number not in firsts[request.path]:
             firsts[request.path].append(number)
         answers["succeeded"] += 1
-        return Reply()
+        return Reply(delay=DELAY)
 
     receiver.respond = respond
     create_deliveries(user, MESSAGES, targets=6)
