@@ -21,6 +21,7 @@ from bench.scenarios import (
     Stalled,
     analyze,
     combined,
+    cpu_use,
     fan_out,
     hol_worker,
     make_targets,
@@ -99,10 +100,13 @@ def scenario_async_throughput(ctx):
                 ctx.database, f"{total} deliveries, 1 process", rate, "deliveries/s",
                 bare_rate, f"{bare_kind}, {concurrency} in flight", f"≥ {target}×",
                 rate / bare_rate >= target, higher_is_better=True,
-                note=(f"{result['most_threads']} threads at most; CPU "
-                      f"{result['cpu_s']:.1f} s" +
+                note=(f"{result['most_threads']} threads at most; "
+                      f"{cpu_use(result, sent, seconds)}; the bare loop "
+                      f"{cpu_use(bare, done, bare['finished'] - bare['started'])}" +
                       ("" if sent == total else f"; only {sent} of {total} succeeded")),
                 data={"seconds": seconds, "mode": mode, "concurrency": concurrency,
+                      "cpu_us": 1e6 * result["cpu_s"] / max(1, sent),
+                      "baseline_cpu_us": 1e6 * bare["cpu_s"] / max(1, done),
                       "curve": curve if mode == "threads" and
                       concurrency == concurrencies[-1] else None},
             ))

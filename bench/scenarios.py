@@ -434,6 +434,19 @@ def cpu_ms(results, done):
     return 1000 * sum(r.get("cpu_s", 0.0) for r in results) / max(1, done)
 
 
+def cpu_busy(results, seconds):
+    """The share of one core each of the measured processes was busy, on average."""
+    return sum(r.get("cpu_s", 0.0) for r in results) / max(seconds, 1e-9) / len(results)
+
+
+def cpu_use(result, done, seconds):
+    """One process's CPU time per item done, and how busy that kept it: a process near
+    100 % of one core is bound by its own CPU (the interpreter lock lets its threads use
+    one core at a time), and goes faster only by spending less per item."""
+    return (f"CPU {1e6 * result['cpu_s'] / max(1, done):.0f} µs per delivery, "
+            f"{cpu_busy([result], seconds):.0%} of one core")
+
+
 def succeeded_count():
     from djwebhooks.models import Delivery
 
@@ -617,6 +630,7 @@ def scenario_throughput(ctx):
     ]
     bare, prepared, strict = {}, {}, {}
     cpu = {}  # (kind, label) -> CPU ms per request of the measured processes
+    busy = {}  # (kind, label) -> the share of one core each process was busy
     for label, processes, threads in layouts:
         parts = [(0, total)] if processes == 1 else [(0, half), (half, total)]
         for kind, rates in (("post", bare), ("prepared", prepared), ("urllib3", strict)):
@@ -629,6 +643,7 @@ def scenario_throughput(ctx):
             done, seconds = combined(results)
             rates[label] = done / seconds
             cpu[kind, label] = cpu_ms(results, done)
+            busy[kind, label] = cpu_busy(results, seconds)
             ctx.log(f"  bare ({kind}) {label}: {rates[label]:.0f}/s")
     if "database" in ctx.backends:
         for label, processes, threads in layouts:
@@ -644,6 +659,7 @@ def scenario_throughput(ctx):
             sent = succeeded_count()
             rate = sent / seconds
             cpu["worker", label] = cpu_ms(results, done)
+            busy["worker", label] = cpu_busy(results, seconds)
             counts = {key: sum(r["counts"][key] for r in results) for key in results[0]["counts"]}
             note = (f"per delivery: {counts['statements'] / done:.1f} SQL statements (BEGIN/COMMIT "
                     f"not counted), {counts['claims'] / done:.2f} claims (average batch "
@@ -666,8 +682,10 @@ def scenario_throughput(ctx):
                 note="the urllib3 calls dj-webhooks makes (a pool manager per thread, "
                      "urlopen on the host's pool, the first 4 KiB of the body read), "
                      "without the guarded connections, the deadline, signing or a database; "
-                     f"CPU time per delivery {cpu['worker', label]:.3f} ms, per request of "
-                     f"the bare loop {cpu['urllib3', label]:.3f} ms",
+                     f"CPU time per delivery {cpu['worker', label]:.3f} ms "
+                     f"({busy['worker', label]:.0%} of one core per process), per request "
+                     f"of the bare loop {cpu['urllib3', label]:.3f} ms "
+                     f"({busy['urllib3', label]:.0%})",
                 data={"seconds": seconds, "handled": done,
                       "cpu_ms": cpu["worker", label], "baseline_cpu_ms": cpu["urllib3", label]},
             ))
