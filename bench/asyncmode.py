@@ -80,8 +80,8 @@ def scenario_async_throughput(ctx):
                 (f"bare-{mode}-{concurrency}", {**config, "requests_file": str(requests_file),
                                                 "concurrency": concurrency}, None),
             ], timeout=600)
-            done, seconds = combined([bare])
-            bare_rate = done / seconds
+            done, bare_seconds = combined([bare])
+            bare_rate = done / bare_seconds
             load()
             (result,) = run_children(ctx, [
                 (f"worker-{mode}-{concurrency}",
@@ -102,7 +102,7 @@ def scenario_async_throughput(ctx):
                 rate / bare_rate >= target, higher_is_better=True,
                 note=(f"{result['most_threads']} threads at most; "
                       f"{cpu_use(result, sent, seconds)}; the bare loop "
-                      f"{cpu_use(bare, done, bare['finished'] - bare['started'])}" +
+                      f"{cpu_use(bare, done, bare_seconds)}" +
                       ("" if sent == total else f"; only {sent} of {total} succeeded")),
                 data={"seconds": seconds, "mode": mode, "concurrency": concurrency,
                       "cpu_us": 1e6 * result["cpu_s"] / max(1, sent),
