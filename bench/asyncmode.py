@@ -38,7 +38,7 @@ DEAD = "11 async dead endpoint"
 
 def aiohttp_problem():
     if find_spec("aiohttp") is None:
-        return "needs aiohttp: pip install 'dj-webhooks[async]'"
+        return "needs aiohttp, its baseline: pip install -r bench/requirements.txt"
     return None
 
 

@@ -5,7 +5,6 @@ read when used, never at import time, so ``override_settings`` works everywhere.
 """
 
 import difflib
-import importlib.util
 import ipaddress
 import re
 from datetime import timedelta
@@ -79,7 +78,7 @@ DEFAULTS = {
     # The cache (an alias of CACHES) the rate limits count in.
     "RATE_LIMIT_CACHE": "default",
     # How requests are made: "threads" (a thread per request in flight) or "async" (one
-    # event loop for every request in flight; needs aiohttp, the "async" extra).
+    # event loop for every request in flight).
     "SEND_MODE": "threads",
     # The most requests a sending process makes to one target at once, for targets that
     # set no max_in_flight of their own; None: as many as the process sends at once. The
@@ -168,8 +167,7 @@ def shortest_lease(total_timeout):
 
 
 def get_send_mode(mode=None):
-    """Return ``mode``, or ``SEND_MODE`` when None, checked: one of ``SEND_MODES``, and
-    ``"async"`` only with aiohttp installed."""
+    """Return ``mode``, or ``SEND_MODE`` when None, checked: one of ``SEND_MODES``."""
     if mode is None:
         mode = get_setting("SEND_MODE")
     problem = send_mode_problem(mode)
@@ -182,9 +180,6 @@ def send_mode_problem(mode, name="DJWEBHOOKS['SEND_MODE']"):
     """What is wrong with the sending mode ``mode``, in a sentence; "" when nothing is."""
     if mode not in SEND_MODES:
         return f"{name} must be 'threads' or 'async', got {mode!r}."
-    if mode == "async" and importlib.util.find_spec("aiohttp") is None:
-        return (f"{name} is 'async', which needs aiohttp: pip install "
-                "'dj-webhooks[async]'.")
     return ""
 
 

@@ -14,7 +14,7 @@ CLAIMANT = "tests:claimant"
 
 def by_mode(*, threads, async_):
     """What a test expects in the sending mode the suite runs in (DJWEBHOOKS_TEST_SEND_MODE):
-    the details of an error are the HTTP client's own words, requests' or aiohttp's."""
+    the details of an error are the HTTP client's own words, requests' or dj-webhooks' own."""
     return async_ if settings.DJWEBHOOKS.get("SEND_MODE") == "async" else threads
 
 

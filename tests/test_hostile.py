@@ -17,7 +17,6 @@ from djwebhooks import send_event, signals
 from djwebhooks.models import Delivery, DeliveryAttempt, WebhookTarget
 from djwebhooks.senders.orm import DjangoSenderable
 from djwebhooks.worker import Worker
-from tests.helpers import by_mode
 from tests.receiver import RawReceiver, Reply, read_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,10 +77,7 @@ def test_nul_bytes_and_invalid_utf8_from_a_receiver_are_stored(make_target, user
     attempt = DeliveryAttempt.objects.get(delivery=poisoned)
     assert "\x00" not in attempt.response_message + attempt.notification + \
         attempt.response_content_type + attempt.error
-    if b"\x00" in answer.partition(b"\r\n\r\n")[0] and by_mode(threads=False, async_=True):
-        # aiohttp's parser refuses NUL in the head: a failed attempt, stored.
-        assert attempt.error.startswith("The receiver's answer is not valid HTTP")
-    elif answer.endswith(b"c\x00") and b"Bad\r\n" in answer:
+    if answer.endswith(b"c\x00") and b"Bad\r\n" in answer:
         assert attempt.response_message == "a\ufffdb\ufffd\ufffdc\ufffd"
         assert attempt.notification == "500 Bad"
     elif attempt.success:

@@ -15,6 +15,7 @@ from djwebhooks.exceptions import DeliveryError
 from djwebhooks.models import Delivery, WebhookTarget
 from djwebhooks.senders.base import FORM
 from djwebhooks.ssrf import URLPolicy
+from tests.helpers import post_async
 from tests.receiver import RawReceiver, Reply, read_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -261,10 +262,18 @@ LOOPBACK = URLPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
 
 
-def post_raw(port):
-    with transport.new_session() as session:
-        return transport.post(f"http://127.0.0.1:{port}/hook/", b"{}", {}, timeout=(5, 5),
-                              body_limit=100, session=session, policy=LOOPBACK)
+@pytest.fixture(params=["threads", "async"])
+def post_raw(request):
+    """POST to a raw receiver's port with either client."""
+    def post(port):
+        url, limits = f"http://127.0.0.1:{port}/hook/", {
+            "timeout": (5, 5), "body_limit": 100, "policy": LOOPBACK}
+        if request.param == "async":
+            return post_async(url, b"{}", {}, **limits)
+        with transport.new_session() as session:
+            return transport.post(url, b"{}", {}, session=session, **limits)
+
+    return post
 
 
 @pytest.mark.parametrize("informational", [
@@ -272,7 +281,7 @@ def post_raw(port):
     [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 102 Processing\r\n\r\n", EARLY_HINTS,
      EARLY_HINTS],
 ])
-def test_informational_responses_are_skipped_for_the_answer(informational):
+def test_informational_responses_are_skipped_for_the_answer(informational, post_raw):
     def answer(connection):
         read_request(connection)
         connection.sendall(b"".join(informational) + b"HTTP/1.1 200 OK\r\nContent-Type: "
@@ -284,7 +293,7 @@ def test_informational_responses_are_skipped_for_the_answer(informational):
     assert response.content_type == "text/plain"
 
 
-def test_informational_responses_without_end_are_cut_off():
+def test_informational_responses_without_end_are_cut_off(post_raw):
     def answer(connection):
         read_request(connection)
         while True:  # until the client hangs up
