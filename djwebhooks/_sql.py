@@ -23,6 +23,7 @@ from djwebhooks.models import (
     DeliveryAttempt,
     WebhookTarget,
     copy_instance,
+    row_loader,
 )
 
 PENDING = Delivery.Status.PENDING
@@ -282,17 +283,18 @@ def load(using, claimant, ids):
         (owner_model, owner_names, owner_pk, _) = parts
     target_cache = Delivery.webhook_target.field.set_cached_value
     owner_cache = WebhookTarget.owner.field.set_cached_value
+    make_delivery, make_target, make_owner = (
+        row_loader(model, using) for model in (delivery_model, target_model, owner_model))
     targets, owners, loaded = {}, {}, []
     for row in rows:
-        delivery = delivery_model.from_db(using, delivery_names, row[:delivery_end])
+        delivery = make_delivery(delivery_names, row[:delivery_end])
         target = targets.get(row[target_pk])
         if target is None:
-            target = targets[row[target_pk]] = target_model.from_db(
-                using, target_names, row[delivery_end:target_end])
+            target = targets[row[target_pk]] = make_target(
+                target_names, row[delivery_end:target_end])
             owner = owners.get(row[owner_pk])
             if owner is None:
-                owner = owners[row[owner_pk]] = owner_model.from_db(
-                    using, owner_names, row[target_end:])
+                owner = owners[row[owner_pk]] = make_owner(owner_names, row[target_end:])
             owner_cache(target, owner)
         target_cache(delivery, target)
         loaded.append(delivery)
@@ -488,14 +490,22 @@ def _array_literal(name, values):
                           for value in values) + "}"
 
 
+def _text_array_literal(values):
+    """PostgreSQL's text form of an array of strings (none of them NULL, nor holding NUL,
+    which text cannot): each element quoted, its backslashes and quotes escaped."""
+    return "{" + ",".join(['"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                           for value in values]) + "}"
+
+
 def insert_attempts(using, attempts):
     """Insert ``DeliveryAttempt`` instances (unsaved, with every column set) and give
     them their ids where the database returns them.
 
     A multi-row ``INSERT`` rather than ``bulk_create``: the values are plain strings,
     numbers and booleans, and building and compiling a model instance per row cost more
-    than the database's work for it. PostgreSQL gets one array per column, so the
-    statement's text is the same for every batch size.
+    than the database's work for it. PostgreSQL gets one array per column, written as
+    its text here (psycopg's quoting of each element costs more), and the time the rows
+    share as one value, so the statement's text is the same for every batch size.
     """
     if not attempts:
         return
@@ -506,15 +516,23 @@ def insert_attempts(using, attempts):
     returning = connection.features.can_return_rows_from_bulk_insert
     insert = (f"INSERT INTO {quote(meta.db_table)} "
               f"({', '.join(quote(field.column) for field in fields)}) ")
-    if connection.vendor == "postgresql":
-        casts = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+    if connection.vendor == "postgresql" and len({a.created for a in attempts}) == 1:
+        # The rows of a record share their time: one value, beside an array per column.
+        arrays = [field for field in fields if field.attname != "created"]
+        casts = ", ".join(f"%s::{field.db_type(connection)}[]" for field in arrays)
+        columns = ", ".join("%s::timestamptz" if field.attname == "created" else
+                            f"r.{quote(field.attname)}" for field in fields)
         chunks = [attempts]
-        statements = [insert + f"SELECT * FROM unnest({casts})"]
-        params = [[_array_literal(field.attname, [getattr(a, field.attname) for a in attempts])
-                   if field.attname in _WHOLE_COLUMNS else
-                   [field.get_db_prep_save(getattr(a, field.attname), connection)
-                    if field.attname == "created" else getattr(a, field.attname)
-                    for a in attempts] for field in fields]]
+        statements = [insert + f"SELECT {columns} FROM unnest({casts}) AS r"
+                      f"({', '.join(quote(field.attname) for field in arrays)})"]
+        values = {field.attname: [getattr(a, field.attname) for a in attempts]
+                  for field in arrays}
+        literals = [_array_literal(name, column) if name in _WHOLE_COLUMNS else
+                    _text_array_literal(column) for name, column in values.items()]
+        created = meta.get_field("created").get_db_prep_save(attempts[0].created, connection)
+        # The placeholders in the statement's order: the time's among the columns', the
+        # arrays' after them.
+        params = [[created, *literals]]
     else:
         size = connection.ops.bulk_batch_size(fields, attempts) or len(attempts)
         chunks = [attempts[start:start + size] for start in range(0, len(attempts), size)]

@@ -2,6 +2,7 @@
 (``DeliveryAttempt``), the workers sending them (``WorkerHeartbeat``), and the keys of the
 webhook API (``ApiToken``)."""
 
+import functools
 import hashlib
 import json
 import secrets
@@ -14,7 +15,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.functions import Now
+from django.db.models.query_utils import DeferredAttribute
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from model_utils.models import TimeStampedModel
@@ -69,6 +73,47 @@ def copy_instance(template):
     instance.__dict__.update(template.__dict__)
     instance._state = ModelState()
     return instance
+
+
+def row_loader(model, using):
+    """Return ``make(names, values)``, which gives what ``model.from_db(using, names,
+    values)`` gives for a row of all of ``model``'s concrete fields, in order.
+
+    ``Model.__init__`` sets each field through its descriptor and sends ``pre_init`` and
+    ``post_init``; for a model whose ``__init__`` and fields are Django's own, and whose
+    signals nothing listens to, that comes to filling the instance's ``__dict__``, which
+    is all ``make`` does then. Any other model is made by its ``from_db``.
+    """
+    if not _plain_model(model) or pre_init.has_listeners(model) or \
+            post_init.has_listeners(model):
+        return lambda names, values: model.from_db(using, names, values)
+    loaded = getattr(model, "_loaded", None)
+
+    def make(names, values):
+        instance = model.__new__(model)
+        instance.__dict__.update(zip(names, values, strict=True))
+        state = instance._state = ModelState()
+        state.adding, state.db = False, using
+        if loaded is not None:
+            loaded(instance)
+        return instance
+
+    return make
+
+
+@functools.cache
+def _plain_model(model):
+    """True when ``model``'s instances are made as any Django model's: ``__init__`` and
+    ``from_db`` are Django's (or ``WebhookTarget``'s, which adds ``_loaded``), and each
+    concrete field's attribute is a plain ``DeferredAttribute``."""
+    own_from_db = model.from_db.__func__ in (models.Model.from_db.__func__,
+                                             WebhookTarget.from_db.__func__)
+    return (model.__init__ is models.Model.__init__ and own_from_db and all(
+        type(getattr(model, field.attname, None)) in _PLAIN_DESCRIPTORS
+        for field in model._meta.concrete_fields))
+
+
+_PLAIN_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
 
 
 def validate_secret(value):
@@ -230,8 +275,12 @@ class WebhookTarget(TimeStampedModel):
     @classmethod
     def from_db(cls, db, field_names, values, *args, **kwargs):
         target = super().from_db(db, field_names, values, *args, **kwargs)
-        target._saved_is_active = target.__dict__.get("is_active")
+        target._loaded()
         return target
+
+    def _loaded(self):
+        """Remember what was loaded, to see it change (``save``)."""
+        self._saved_is_active = self.__dict__.get("is_active")
 
     def refresh_from_db(self, using=None, fields=None, **kwargs):
         super().refresh_from_db(using=using, fields=fields, **kwargs)

@@ -47,6 +47,16 @@ class URLPolicy:
     #: Looks names up, like ``socket.getaddrinfo`` (which is used when None).
     resolver: object = field(default=None, compare=False)
 
+    def __hash__(self):
+        # Computed once: a policy is a key of the clients' caches and connection pools on
+        # every request, and hashing its networks runs Python code for each.
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = hash((self.allowed_networks, self.https_only, self.allowed_ports))
+            object.__setattr__(self, "_hash", value)
+            return value
+
 
 def is_public(address):
     """True when ``address`` (an ``ipaddress`` object) is a public unicast address."""

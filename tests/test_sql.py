@@ -122,6 +122,29 @@ def test_load_makes_a_shared_target_once_on_postgresql(target):
     assert len({id(delivery.webhook_target.owner) for delivery in loaded}) == 1
 
 
+def test_a_model_with_a_post_init_receiver_is_loaded_through_it(target, user):
+    from django.db.models.signals import post_init
+
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance.pk)
+
+    ids = deliveries(target, 2)
+    _sql.claim("default", "me", limit=10, lease=30)
+    post_init.connect(receiver, sender=Delivery)
+    try:
+        loaded = _sql.load("default", "me", ids)
+    finally:
+        post_init.disconnect(receiver, sender=Delivery)
+    assert sorted(seen) == sorted(ids) == sorted(delivery.pk for delivery in loaded)
+    # Without a receiver the instances are made directly, and are the same.
+    again = {delivery.pk: delivery for delivery in _sql.load("default", "me", ids)}
+    for delivery in loaded:
+        assert _values(again[delivery.pk]) == _values(delivery)
+        assert again[delivery.pk].webhook_target._saved_is_active is True
+
+
 def test_a_field_that_converts_what_the_database_gives_is_converted():
     row = _sql._convert((1, "7"), [(1, [lambda value, expression, connection: int(value)],
                                     None)], connection)
@@ -161,14 +184,17 @@ def test_update_held_changes_only_what_the_claimant_holds(target):
         "cancelled", "pending", "failed"]
 
 
-def test_insert_attempts_writes_every_column(target):
+@pytest.mark.parametrize("one_time", [True, False])
+def test_insert_attempts_writes_every_column(target, one_time):
     [pk] = deliveries(target, 1)
     now = _sql.db_now("default")
+    texts = ["l'été \"1\" \\ NULL", '{a,b} "} \\\\" ,\\', "NULL", "", " x ", "日本 🐍"]
     rows = [DeliveryAttempt(delivery_id=pk, attempt=n, success=n == 2, response_status=None
-                            if n == 1 else 200, response_message="l'été \"1\" \\ NULL",
-                            response_content_type="", error="e" if n == 1 else "",
-                            duration=n, notification=f"n{n}", created=now)
-            for n in (1, 2)]
+                            if n == 1 else 200, response_message=text,
+                            response_content_type=text[:3], error="e" if n == 1 else text,
+                            duration=n, notification=f"n{n}{text}",
+                            created=now if one_time else now + timedelta(seconds=n))
+            for n, text in enumerate(texts, start=1)]
     _sql.insert_attempts("default", rows)
     saved = list(DeliveryAttempt.objects.order_by("attempt"))
     for row, stored in zip(rows, saved, strict=True):

@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import timezone
-from functools import cached_property
+from functools import cached_property, lru_cache
 from urllib.parse import urlencode
 
 from djwebhooks import options, signing, transport
@@ -135,8 +135,7 @@ class Senderable:
         """
         raw = self.payload_json is not None and _inherited(self, "get_payload", "get_envelope")
         envelope = self.get_envelope() if not raw else self._envelope_without_data()
-        text = json.dumps(envelope, cls=self.json_encoder, separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=False)
+        text = _encoder(self.json_encoder).encode(envelope)
         if raw:
             text = f"{text[:-1]}{',' if len(text) > 2 else ''}\"data\":{self.payload_json}}}"
         return text
@@ -262,4 +261,17 @@ def _elapsed_ms(started):
 
 def _inherited(sender, *names):
     """True when ``sender``'s class overrides none of the ``Senderable`` methods ``names``."""
-    return all(getattr(type(sender), name) is getattr(Senderable, name) for name in names)
+    return _class_inherits(type(sender), names)
+
+
+@lru_cache(maxsize=256)
+def _class_inherits(cls, names):
+    return all(getattr(cls, name) is getattr(Senderable, name) for name in names)
+
+
+@lru_cache(maxsize=16)
+def _encoder(cls):
+    """The envelope's encoder, of the class ``cls`` (the standard one when None): made
+    once, as ``json.dumps`` would make it at every call."""
+    return (cls or json.JSONEncoder)(separators=(",", ":"), ensure_ascii=False,
+                                     allow_nan=False)
