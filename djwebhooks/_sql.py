@@ -253,13 +253,14 @@ def renew(using, claimant, ids, lease):
 # -------
 
 
-def load(using, claimant, ids):
+def load(using, claimant, ids, known=None):
     """The deliveries ``ids`` that ``claimant`` holds, each with its target and the
     target's owner (as ``select_related`` gives them), in no particular order.
 
     PostgreSQL (psycopg 3, ``USE_TZ``): one join written here, its times read by
     psycopg's compiled loader, and each target and owner made once however many of the
-    deliveries share it. Elsewhere: the ORM's ``select_related``.
+    deliveries share it, in this load and in the others given the same ``known`` (the
+    parts of one claim). Elsewhere: the ORM's ``select_related``.
     """
     if not ids:
         return []
@@ -285,7 +286,9 @@ def load(using, claimant, ids):
     owner_cache = WebhookTarget.owner.field.set_cached_value
     make_delivery, make_target, make_owner = (
         row_loader(model, using) for model in (delivery_model, target_model, owner_model))
-    targets, owners, loaded = {}, {}, []
+    known = {} if known is None else known
+    targets, owners = known.setdefault("targets", {}), known.setdefault("owners", {})
+    loaded = []
     for row in rows:
         delivery = make_delivery(delivery_names, row[:delivery_end])
         target = targets.get(row[target_pk])

@@ -157,10 +157,12 @@ def mark_queued(ids):
         ).update(queued_at=DatabaseNow())
 
 
-def load(claimant, ids):
+def load(claimant, ids, *, known=None):
     """Return the deliveries ``ids`` that ``claimant`` holds, with their targets and owners,
-    in the order of ``ids``."""
-    found = {delivery.pk: delivery for delivery in _sql.load(database(), claimant, ids)}
+    in the order of ``ids``. ``known`` (a dict, empty at first) lets the loads of one
+    claim's parts share the targets and owners made."""
+    found = {delivery.pk: delivery
+             for delivery in _sql.load(database(), claimant, ids, known=known)}
     return [found[pk] for pk in ids if pk in found]
 
 

@@ -317,13 +317,14 @@ class Worker:
         except Exception:
             self._default_most = None  # the system checks say what is wrong with it
         hold = self._holder()
+        known = {}  # the targets and owners loaded, for the claim's other parts
         # Loaded and prepared a part at a time, each queued at once: the first requests
         # start while the rest of a large claim is still being loaded.
         for start in range(0, len(claim.ids), PREPARE_CHUNK):
             chunk = claim.ids[start:start + PREPARE_CHUNK]
             held_before = len(hold.held)
             try:
-                ready, failed = sending.prepare(queue.load(self.claimant, chunk),
+                ready, failed = sending.prepare(queue.load(self.claimant, chunk, known=known),
                                                 claimant=self.claimant, options=options,
                                                 hold=hold)
             except DatabaseError:

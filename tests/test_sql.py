@@ -145,6 +145,19 @@ def test_a_model_with_a_post_init_receiver_is_loaded_through_it(target, user):
         assert again[delivery.pk].webhook_target._saved_is_active is True
 
 
+def test_the_parts_of_one_claim_share_their_targets_on_postgresql(target):
+    if connection.vendor != "postgresql":
+        pytest.skip("The ORM's select_related (SQLite, MariaDB) makes a target per row")
+    ids = deliveries(target, 4)
+    _sql.claim("default", "me", limit=10, lease=30)
+    known = {}
+    first = _sql.load("default", "me", ids[:2], known=known)
+    second = _sql.load("default", "me", ids[2:], known=known)
+    assert len({id(delivery.webhook_target) for delivery in first + second}) == 1
+    apart = _sql.load("default", "me", ids[2:])
+    assert apart[0].webhook_target is not first[0].webhook_target
+
+
 def test_a_field_that_converts_what_the_database_gives_is_converted():
     row = _sql._convert((1, "7"), [(1, [lambda value, expression, connection: int(value)],
                                     None)], connection)
