@@ -277,11 +277,13 @@ def load(using, claimant, ids, known=None):
         cursor.execute(sql, ["{" + ",".join(str(int(pk)) for pk in ids) + "}", claimant,
                              PENDING])
         rows = cursor.fetchall()
-    if converted:
-        rows = [_convert(row, converted, connection) for row in rows]
     (delivery_model, delivery_names, _, delivery_end), \
         (target_model, target_names, target_pk, target_end), \
         (owner_model, owner_names, owner_pk, _) = parts
+    # The delivery's columns converted in every row, the target's and owner's only in the
+    # rows they are made from.
+    own = [column for column in converted if column[0] < delivery_end]
+    shared = [column for column in converted if column[0] >= delivery_end]
     target_cache = Delivery.webhook_target.field.set_cached_value
     owner_cache = WebhookTarget.owner.field.set_cached_value
     make_delivery, make_target, make_owner = (
@@ -290,9 +292,13 @@ def load(using, claimant, ids, known=None):
     targets, owners = known.setdefault("targets", {}), known.setdefault("owners", {})
     loaded = []
     for row in rows:
+        if own:
+            row = _convert(row, own, connection)
         delivery = make_delivery(delivery_names, row[:delivery_end])
         target = targets.get(row[target_pk])
         if target is None:
+            if shared:
+                row = _convert(row, shared, connection)
             target = targets[row[target_pk]] = make_target(
                 target_names, row[delivery_end:target_end])
             owner = owners.get(row[owner_pk])
