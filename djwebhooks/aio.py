@@ -290,13 +290,17 @@ class _Connection(asyncio.Protocol):
         self._finish(False)  # the rest is never read: this connection ends
         return False
 
-    def _by_length(self):
+    def _taken(self):
+        """What the buffer holds of the body's length (or the chunk's) left to read."""
         buffer = self.buffer
         take = min(self.left, len(buffer))
         chunk = bytes(buffer[:take])
         del buffer[:take]
         self.left -= take
-        if self._keep(chunk) and self.left:
+        return chunk
+
+    def _by_length(self):
+        if self._keep(self._taken()) and self.left:
             return self._full()
         if not self.left:
             return self._end_of_body()
@@ -340,12 +344,7 @@ class _Connection(asyncio.Protocol):
         return True
 
     def _chunk(self):
-        buffer = self.buffer
-        take = min(self.left, len(buffer))
-        chunk = bytes(buffer[:take])
-        del buffer[:take]
-        self.left -= take
-        if self._keep(chunk):
+        if self._keep(self._taken()):
             return self._full()
         if self.left:
             return False

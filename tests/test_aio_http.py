@@ -78,6 +78,17 @@ def answering(*answers):
     return raw_receiver(handle)
 
 
+def keeping(received):
+    """A receiver that answers every request OK, on one connection or many, and appends
+    each request it reads (``read_request``'s bytes) to ``received``."""
+    def handle(connection):
+        while request := read_request(connection):
+            received.append(request)
+            connection.sendall(OK)
+
+    return raw_receiver(handle)
+
+
 def then_close(*parts, pause=0.0):
     """An answer written in ``parts`` (``pause`` seconds apart), then the connection
     closed."""
@@ -715,13 +726,7 @@ def test_requests_in_turn_to_two_receivers_each_reuse_their_own_connection():
 
 def test_a_connection_made_under_one_url_policy_is_not_used_under_a_stricter_one():
     received = []
-
-    def handle(connection):
-        while request := read_request(connection):
-            received.append(request)
-            connection.sendall(OK)
-
-    with raw_receiver(handle) as raw:
+    with keeping(received) as raw:
         def inward(host, port, *args, **kwargs):
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", raw.port))]
 
@@ -740,13 +745,7 @@ def test_a_connection_made_under_one_url_policy_is_not_used_under_a_stricter_one
 
 def test_the_request_on_the_wire_is_the_post_its_headers_in_order_and_its_body():
     received = []
-
-    def handle(connection):
-        while request := read_request(connection):
-            received.append(request)
-            connection.sendall(OK)
-
-    with raw_receiver(handle) as raw:
+    with keeping(received) as raw:
         headers = {"Content-Type": "application/json", "webhook-id": "msg_1",
                    "User-Agent": "dj-webhooks/test", "Webhook-Signature": "v1,abc="}
         post(raw.port, path="/path?q=1", body=b'{"a": 1}', headers=headers)
