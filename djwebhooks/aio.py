@@ -65,7 +65,9 @@ class _NotHTTP(Exception):
 
 
 class _Connection(asyncio.Protocol):
-    """One connection to a receiver, and the reading of the answer to its request."""
+    """One connection to a receiver: it writes a request, hands what comes back to the
+    request's ``_Answer``, and ends the request when the answer is read, when it breaks
+    HTTP, when the connection ends, or when time is up."""
 
     def __init__(self, loop):
         self.loop = loop
@@ -73,8 +75,9 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.future = None  # the request's, while one is being answered
+        self.answer = None  # its _Answer, while a request is being answered
         self.timer = None
-        self.buffer = bytearray()
+        self.reusable = False
         self.forget = None  # called with the connection once it is closed
 
     # asyncio's side
@@ -86,9 +89,9 @@ class _Connection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: not a connection to use again
             return
         self.last = self.loop.time()
-        self.received += len(data)
         try:
-            self._feed(data)
+            if self.answer.feed(data):
+                self._answered()
         except _NotHTTP as exc:
             self._fail(DeliveryError("The receiver's answer is not valid HTTP", str(exc)))
         except DeliveryError as exc:
@@ -116,15 +119,10 @@ class _Connection(asyncio.Protocol):
         time) the whole, ``limit`` the body kept."""
         loop = self.loop
         self.future = future = loop.create_future()
-        self.read, self.deadline, self.seconds, self.limit = read, deadline, seconds, limit
+        self.answer = _Answer(limit)
+        self.read, self.deadline, self.seconds = read, deadline, seconds
         self.last = loop.time()
-        self.informational = 0
-        self.received = 0
         self.reusable = False
-        self.head_read = False
-        self.state = self._head
-        self.buffer.clear()
-        self.start = 0
         self.timer = loop.call_at(self._next_check(), self._check_time)
         self.transport.write(request)
         return future
@@ -134,7 +132,7 @@ class _Connection(asyncio.Protocol):
         connection unless it may carry the next request."""
         if self.timer is not None:
             self.timer.cancel()
-        future, self.future = self.future, None
+        future, self.future, self.answer = self.future, None, None
         answered = future is not None and future.done() and not future.cancelled() and \
             future.exception() is None
         if not (answered and self.reusable and not self.closed):
@@ -154,7 +152,7 @@ class _Connection(asyncio.Protocol):
             self._fail(DeliveryTimeout(f"The request took longer than its total deadline "
                                        f"({self.seconds:g} s)."))
         elif self.read is not None and now >= self.last + self.read:
-            waiting = "reading the response" if self.head_read else \
+            waiting = "reading the response" if self.answer.head_read else \
                 "waiting for the response"
             self._fail(DeliveryTimeout(
                 f"Timed out after {transport._seconds(self.read)} {waiting}",
@@ -162,44 +160,80 @@ class _Connection(asyncio.Protocol):
         else:
             self.timer = self.loop.call_at(self._next_check(), self._check_time)
 
-    # the answer
+    # the end
+    def _answered(self):
+        answer = self.answer
+        self.reusable = answer.reusable
+        self.future.set_result((answer.status, answer.reason, answer.fields,
+                                b"".join(answer.parts)))
+
     def _fail(self, exc):
         if self.future is not None and not self.future.done():
             self.future.set_exception(exc)
             self.close()
 
-    def _finish(self, reusable):
-        self.reusable = reusable and self.keep_alive
-        self.future.set_result((self.status, self.reason, self.fields,
-                                b"".join(self.parts)))
-
-    def _feed(self, data):
-        self.buffer += data
-        while self.state is not None and self.state():
-            pass
-
     def _ended(self, exc):
         """The receiver closed the connection (``exc`` when it broke)."""
-        future = self.future
+        future, answer = self.future, self.answer
         if future is None or future.done():
             return
-        if exc is None and self.state in (self._until_close, self._trailer):
-            self._finish(False)  # the end of the body, or the last chunk had come
+        if exc is None and answer.ended():
+            self._answered()  # the end of the body, or the last chunk had come
             return
         if isinstance(exc, ConnectionResetError):
             message = "Connection reset by the receiver"
         elif isinstance(exc, BrokenPipeError):
             message = "The receiver closed the connection while the request was being sent"
-        elif self.head_read:
+        elif answer.head_read:
             message = "The receiver closed the connection in the middle of its response"
         else:
             message = "The receiver closed the connection before answering"
         details = f"{type(exc).__name__}: {exc}" if exc is not None else \
-            f"EOF after {self.received} bytes of the answer" if self.received else \
+            f"EOF after {answer.received} bytes of the answer" if answer.received else \
             "EOF before any byte of the answer"
         if isinstance(exc, ssl.SSLError):
             message = f"The TLS connection failed: {transport._ssl_reason(exc)}"
         self._fail(DeliveryConnectionError(message, details))
+
+
+class _Answer:
+    """The reading of one answer, from the bytes given to ``feed()``: its informational
+    answers skipped, its head parsed, its body framed (by its length, its chunks or the
+    end of the connection) and kept up to ``limit`` bytes, decompressed. ``reusable``
+    says, once it is read, whether its connection may carry the next request."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.buffer = bytearray()
+        self.start = 0  # where to look on from in the buffer
+        self.state = self._head  # reads what it can; True when it may read more
+        self.received = 0
+        self.informational = 0
+        self.head_read = False
+        self.complete = False
+        self.reusable = False
+
+    def feed(self, data):
+        """Read ``data``; True once the answer is complete (or as much of it as is kept).
+        Raises ``_NotHTTP`` or ``DeliveryError`` for an answer that cannot be read."""
+        self.received += len(data)
+        self.buffer += data
+        while self.state is not None and self.state():
+            pass
+        return self.complete
+
+    def ended(self):
+        """The connection ended: True when that completes the answer (a body read to the
+        end of the connection, or a chunked one whose last chunk had come)."""
+        if self.state in (self._until_close, self._trailer):
+            self._finish(False)
+            return True
+        return False
+
+    def _finish(self, reusable):
+        self.state = None
+        self.complete = True
+        self.reusable = reusable and self.keep_alive
 
     def _head(self):
         """Read one head; True when there is more to read in the buffer."""
@@ -257,15 +291,12 @@ class _Connection(asyncio.Protocol):
         else:
             self.state, self.keep_alive = self._until_close, False
         if self.limit <= 0:  # nothing of the body is wanted: read no more
-            empty = self.state == self._by_length and self.left == 0
-            self.state = None
-            self._finish(empty and not buffer)
+            self._finish(self.state == self._by_length and self.left == 0 and not buffer)
             return False
         return bool(buffer) or self.state == self._by_length and self.left == 0
 
     def _end_of_body(self):
-        """The body is read, or as much of it as is kept: answer."""
-        self.state = None
+        """The body is read: the connection is reusable if nothing came after it."""
         self._finish(not self.buffer)
         return False
 
@@ -286,7 +317,6 @@ class _Connection(asyncio.Protocol):
         return self.size >= self.limit
 
     def _full(self):
-        self.state = None
         self._finish(False)  # the rest is never read: this connection ends
         return False
 
