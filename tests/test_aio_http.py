@@ -716,6 +716,44 @@ def test_bytes_a_receiver_sends_on_an_idle_connection_make_it_not_used_again():
     assert len(raw.connections) == 2
 
 
+def test_a_connection_kept_unused_for_keepalive_seconds_is_closed(monkeypatch):
+    monkeypatch.setattr(aio, "KEEPALIVE_SECONDS", 0.2)
+    closed = threading.Event()
+
+    def handle(connection):
+        read_request(connection)
+        connection.sendall(OK)
+        if not connection.recv(1):  # the client's end of the connection
+            closed.set()
+
+    with raw_receiver(handle) as raw:
+        assert post(raw.port).body == b"ok"
+        assert closed.wait(3)
+    loop = aio.event_loop()
+    assert loop.submit(_kept(loop.client)).result(5) == 0
+
+
+def test_closing_the_client_closes_the_connections_it_kept():
+    closed = threading.Event()
+
+    def handle(connection):
+        read_request(connection)
+        connection.sendall(OK)
+        if not connection.recv(1):
+            closed.set()
+
+    with raw_receiver(handle) as raw:
+        assert post(raw.port).body == b"ok"
+        assert not closed.wait(0.1)  # kept for the next request
+        loop = aio.event_loop()
+        loop.submit(loop.client.close()).result(5)
+        assert closed.wait(3)
+
+
+async def _kept(client):
+    return sum(len(connections) for connections in client._idle.values())
+
+
 def test_requests_in_turn_to_two_receivers_each_reuse_their_own_connection():
     with answering(OK, SECOND, SECOND) as one, answering(OK, SECOND, SECOND) as two:
         for _ in range(3):
