@@ -4,7 +4,7 @@ Imported only by the asynchronous sending mode (``SEND_MODE = "async"``). A webh
 one kind of request (a POST of bytes already built, whose answer matters for its status
 and the start of its body), so the client is one asyncio protocol per connection and a
 reader of HTTP/1.1 answers, without a general HTTP library's layers: on the benchmark
-machine it spends about a quarter of the CPU time per request that aiohttp's client does
+machine it spends about a third of the CPU time per request that aiohttp's client does
 (see the Performance page).
 
 It keeps the promises of ``transport``: the URL is checked first, IP literals included,

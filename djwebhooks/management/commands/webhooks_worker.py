@@ -41,8 +41,8 @@ class Command(BaseCommand):
                             f"{MAX_ASYNC_CONCURRENCY} requests in the async mode.")
         parser.add_argument("--mode", choices=conf.SEND_MODES,
                             help="How requests are made: 'threads', one thread per request "
-                            "in flight, or 'async', every request on one event loop (needs "
-                            "dj-webhooks[async]). Default: DJWEBHOOKS['SEND_MODE'], "
+                            "in flight, or 'async', every request on one event loop. "
+                            "Default: DJWEBHOOKS['SEND_MODE'], "
                             "'threads' unless set.")
         parser.add_argument("--interval", type=float, default=1.0,
                             help="Seconds between looks for due deliveries when idle "
