@@ -50,6 +50,8 @@ MAX_HEADERS = 100
 MAX_CHUNK_LINE = 4096
 #: How long a connection is kept for the next request to its receiver, unused.
 KEEPALIVE_SECONDS = 15.0
+#: How early a timer may run and still count as on time, in seconds.
+_EARLY = 0.001
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) +([1-9][0-9]{2})(?: (.*))?")
 #: The header fields the client reads; all others are skipped.
@@ -147,7 +149,8 @@ class _Connection(asyncio.Protocol):
     def _check_time(self):
         if self.future is None or self.future.done():
             return
-        now = self.loop.time()
+        # A timer may run a little before its time (within the clock's resolution).
+        now = self.loop.time() + _EARLY
         if now >= self.deadline:
             self._fail(DeliveryTimeout(f"The request took longer than its total deadline "
                                        f"({self.seconds:g} s)."))
@@ -629,15 +632,17 @@ class Client:
             left = deadline - loop.time()
             if left <= 0:
                 raise TimeoutError
+            # Which bound ends the attempt, if time is up: the deadline or the timeout.
+            by_deadline = connect is None or left <= connect
             try:
-                async with _within(left if connect is None else min(connect, left)):
+                async with _within(left if by_deadline else connect):
                     # The vetted address itself is connected to, never the name again.
                     _, connection = await loop.create_connection(
                         lambda: _Connection(loop), str(address), port,
                         ssl=self._tls if prepared.tls else None,
                         server_hostname=host if prepared.tls else None)
             except (TimeoutError, asyncio.TimeoutError):
-                if loop.time() >= deadline:
+                if by_deadline:
                     raise
                 raise DeliveryTimeout(
                     f"Timed out after {transport._seconds(connect)} connecting to {where}",

@@ -716,6 +716,46 @@ def test_bytes_a_receiver_sends_on_an_idle_connection_make_it_not_used_again():
     assert len(raw.connections) == 2
 
 
+@pytest.fixture
+def unanswered_port():
+    """A listener whose accept queue is full: connecting to it times out, as it does to a
+    host that never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        try:
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+@pytest.mark.parametrize("timeout, total, expected", [
+    ((0.3, 5), 5, "Timed out after 0.3 s connecting to 127.0.0.1:{port}"),
+    ((5, 5), 0.3, "The request took longer than its total deadline (0.3 s)."),
+    ((None, 5), 0.3, "The request took longer than its total deadline (0.3 s)."),
+], ids=["connect-timeout", "deadline-first", "no-connect-timeout"])
+def test_connecting_is_bounded_by_the_shorter_of_its_timeout_and_the_deadline(
+        unanswered_port, timeout, total, expected):
+    (error, seconds) = timed(error_of_post, unanswered_port, timeout=timeout,
+                             total_timeout=total)
+    assert str(error) == expected.format(port=unanswered_port)
+    assert seconds < 2
+
+
+def error_of_post(port, **options):
+    with pytest.raises(DeliveryTimeout) as raised:
+        post(port, **options)
+    return raised.value
+
+
 def test_a_connection_kept_unused_for_keepalive_seconds_is_closed(monkeypatch):
     monkeypatch.setattr(aio, "KEEPALIVE_SECONDS", 0.2)
     closed = threading.Event()
