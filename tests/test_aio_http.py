@@ -7,6 +7,7 @@ process's shared ``aio.Client``, called as the async senders call it.
 
 import gzip
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -45,9 +46,10 @@ def no_kept_connections():
 
 
 def post(port, *, path="/hook/", body=b"{}", headers=None, timeout=(2, 2), body_limit=100,
-         total_timeout=5, policy=LOOPBACK, host="127.0.0.1"):
-    return post_async(f"http://{host}:{port}{path}", body, headers or {}, timeout=timeout,
-                      body_limit=body_limit, policy=policy, total_timeout=total_timeout)
+         total_timeout=5, policy=LOOPBACK, host="127.0.0.1", scheme="http"):
+    return post_async(f"{scheme}://{host}:{port}{path}", body, headers or {},
+                      timeout=timeout, body_limit=body_limit, policy=policy,
+                      total_timeout=total_timeout)
 
 
 def raw_receiver(handle):
@@ -816,6 +818,49 @@ def test_a_connection_made_under_one_url_policy_is_not_used_under_a_stricter_one
         assert post(raw.port, host="inward.test", policy=allowing).body == b"ok"
     assert len(received) == 2
     assert len(raw.connections) == 1
+
+
+# TLS
+# ---
+
+@pytest.fixture
+def tls_receiver(tmp_path, monkeypatch):
+    """A keep-alive receiver speaking TLS with a certificate for localhost, which the
+    shared client is made to trust; ``localhost`` resolves to 127.0.0.1 alone."""
+    from tests.test_plain_errors import self_signed_certificate
+
+    cert_file, key_file = self_signed_certificate(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    loop = aio.event_loop()
+    monkeypatch.setattr(loop.client, "_tls", ssl.create_default_context(cafile=cert_file))
+
+    def handle(connection):
+        with server.wrap_socket(connection, server_side=True) as wrapped:
+            while read_request(wrapped):
+                wrapped.sendall(OK)
+
+    with raw_receiver(handle) as raw:
+        yield raw
+
+
+def to_localhost(host, port, *args, **kwargs):
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+
+def test_an_https_receiver_is_answered_on_one_verified_connection(tls_receiver):
+    policy = aio_policy(resolver=to_localhost)
+    for _ in range(2):
+        response = post_async(f"https://localhost:{tls_receiver.port}/hook/", b"{}", {},
+                              timeout=(2, 2), body_limit=100, policy=policy)
+        assert (response.status, response.body) == (200, b"ok")
+    assert len(tls_receiver.connections) == 1
+
+
+def test_a_certificate_for_another_name_is_refused(tls_receiver):
+    with pytest.raises(DeliveryConnectionError) as raised:
+        post(tls_receiver.port, path="/hook/", host="127.0.0.1", scheme="https")
+    assert str(raised.value).startswith("TLS certificate not valid for 127.0.0.1: ")
 
 
 # The request on the wire
