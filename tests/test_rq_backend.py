@@ -93,9 +93,12 @@ def commit_deliveries(user, count):
                 for delivery in send_event("project.update", {"n": number}, owner=user)]
 
 
-def rq_worker(tmp_path, name, queue_name, *args, overrides):
-    """A django-rq worker process, with its scheduler, on ``queue_name``."""
-    argv = [sys.executable, "-m", "django", "rqworker", queue_name, "--with-scheduler",
+def rq_worker(tmp_path, name, queue_name, *args, overrides, scheduler=True):
+    """A django-rq worker process on ``queue_name``, with its scheduler unless told not
+    to. A burst worker needs none, and RQ 3.0 may start a scheduler process in a burst
+    worker's maintenance (``run_maintenance_tasks``) and then wait for it at exit."""
+    argv = [sys.executable, "-m", "django", "rqworker", queue_name,
+            *(["--with-scheduler"] if scheduler else []),
             "--name", f"{name}-{uuid.uuid4().hex[:6]}", *args]
     env = {"DJWEBHOOKS_TEST_RQ_QUEUES": json.dumps({queue_name: {"URL": REDIS_URL}})}
     return ServiceProcess(tmp_path, name, argv, overrides, env=env)
@@ -247,8 +250,10 @@ def test_rq_workers_deliver_each_message_once(tmp_path, rq_settings, queue_name,
     enqueued = queue.job_ids
     assert len(enqueued) == 41
     receiver.default = Reply(delay=0.1)  # so that both workers have work to take
-    one = rq_worker(tmp_path, "one", queue_name, "--burst", overrides=rq_settings)
-    two = rq_worker(tmp_path, "two", queue_name, "--burst", overrides=rq_settings)
+    one = rq_worker(tmp_path, "one", queue_name, "--burst", overrides=rq_settings,
+                    scheduler=False)
+    two = rq_worker(tmp_path, "two", queue_name, "--burst", overrides=rq_settings,
+                    scheduler=False)
     with stopped_after(one), stopped_after(two):
         assert one.wait(60) == 0, one.describe()
         assert two.wait(60) == 0, two.describe()
