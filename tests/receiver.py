@@ -198,6 +198,28 @@ class RawReceiver:
             connection.close()
 
 
+@contextlib.contextmanager
+def unanswered_port():
+    """The port of a listener on 127.0.0.1 whose accept queue is full: the kernel drops
+    further connection attempts, so connecting to it times out as it does to a host that
+    never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(3):
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
 def read_request(connection):
     """Read one HTTP request (its head and a Content-Length body) from a raw connection."""
     data = b""

@@ -23,7 +23,7 @@ from djwebhooks.exceptions import (
     DeliveryTimeout,
 )
 from tests.helpers import post_async
-from tests.receiver import RawReceiver, read_request
+from tests.receiver import RawReceiver, read_request, unanswered_port
 from tests.test_aio import aio_policy
 
 LOOPBACK = aio_policy()
@@ -718,25 +718,10 @@ def test_bytes_a_receiver_sends_on_an_idle_connection_make_it_not_used_again():
     assert len(raw.connections) == 2
 
 
-@pytest.fixture
-def unanswered_port():
-    """A listener whose accept queue is full: connecting to it times out, as it does to a
-    host that never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        fillers = []
-        for _ in range(3):
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
-        try:
-            yield port
-        finally:
-            for filler in fillers:
-                filler.close()
+@pytest.fixture(name="unanswered_port")
+def unanswered_port_fixture():
+    with unanswered_port() as port:
+        yield port
 
 
 @pytest.mark.parametrize("timeout, total, expected", [

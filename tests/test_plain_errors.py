@@ -18,7 +18,7 @@ from djwebhooks.exceptions import DeliveryConnectionError, DeliveryTimeout
 from djwebhooks.queue import MAX_ERROR_LENGTH
 from djwebhooks.ssrf import TargetURLRefused, URLPolicy, check_address
 from tests.helpers import by_mode
-from tests.receiver import RawReceiver, read_request
+from tests.receiver import RawReceiver, read_request, unanswered_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -76,24 +76,8 @@ def test_the_total_deadline_is_the_one_named_when_it_applies(settings, make_targ
 
 
 def test_a_connect_timeout_names_its_seconds_and_the_address():
-    # A listener whose accept queue is full: the kernel drops further connection attempts,
-    # so connecting times out as it does to a host that never answers.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        fillers = []
-        for _ in range(3):
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
-        try:
-            with pytest.raises(DeliveryTimeout) as raised:
-                post(f"http://127.0.0.1:{port}/", timeout=(0.3, 5))
-        finally:
-            for filler in fillers:
-                filler.close()
+    with unanswered_port() as port, pytest.raises(DeliveryTimeout) as raised:
+        post(f"http://127.0.0.1:{port}/", timeout=(0.3, 5))
     assert str(raised.value) == f"Timed out after 0.3 s connecting to 127.0.0.1:{port}"
     assert raised.value.details.startswith("ConnectTimeout: ")
 
